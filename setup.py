@@ -1,0 +1,56 @@
+"""Packaging for spacy-m3el: multimodal entity linking for spaCy."""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+about: dict = {}
+exec((Path(__file__).parent / "spacy_m3el" / "about.py").read_text(), about)
+
+REGISTRATIONS = "spacy_m3el.registrations"
+
+setup(
+    name="spacy-m3el",
+    version=about["__version__"],
+    description="Multimodal entity linking (M3EL) as a trainable spaCy component",
+    long_description=(Path(__file__).parent / "README.md").read_text(encoding="utf8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10,<3.13",
+    packages=find_packages(include=["spacy_m3el", "spacy_m3el.*"]),
+    package_data={"spacy_m3el": ["py.typed", "*.cfg"]},
+    install_requires=[
+        "spacy>=3.8,<3.9",
+        "spacy-transformers>=1.4.0,<1.5",
+        "thinc>=8.3.12,<8.4",
+        # Versions newer than 4.53.2 are refused by spacy-transformers 1.4.0.
+        "transformers>=4.41,<4.53.3",
+        "torch>=2.1",
+        "pillow>=10",
+        "srsly>=2.4",
+        # Already required by transformers; imported directly so weights never go through pickle.
+        "safetensors>=0.4",
+        "numpy>=1.24",
+    ],
+    extras_require={"test": ["pytest>=8", "hypothesis>=6"]},
+    entry_points={
+        "spacy_factories": [f"m3el_linker = {REGISTRATIONS}:make_m3el_linker"],
+        "spacy_architectures": [
+            f"spacy_m3el.M3EL.v1 = {REGISTRATIONS}:build_m3el_v1",
+            f"spacy_m3el.CLIPEncoder.v1 = {REGISTRATIONS}:build_clip_encoder_v1",
+            f"spacy_m3el.AttentionAlignment.v1 = {REGISTRATIONS}:build_attention_alignment_v1",
+        ],
+        "spacy_misc": [
+            f"spacy_m3el.EmptyKB.v1 = {REGISTRATIONS}:create_empty_kb_v1",
+            f"spacy_m3el.KBFromFile.v1 = {REGISTRATIONS}:create_kb_from_file_v1",
+            f"spacy_m3el.AliasCandidates.v1 = {REGISTRATIONS}:create_alias_candidates_v1",
+            f"spacy_m3el.AliasCandidatesBatch.v1 = {REGISTRATIONS}:create_alias_candidates_batch_v1",
+        ],
+        "spacy_readers": [f"spacy_m3el.MultimodalCorpus.v1 = {REGISTRATIONS}:create_multimodal_corpus_v1"],
+        "spacy_scorers": [f"spacy_m3el.linker_scorer.v1 = {REGISTRATIONS}:create_linker_scorer_v1"],
+    },
+    classifiers=[
+        "Framework :: spaCy",
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

@@ -1,0 +1,248 @@
+"""A multimodal knowledge base on top of spaCy's ``InMemoryLookupKB``.
+
+Aliases, prior probabilities and candidate lookup are spaCy's own; this class
+adds, per entity, the name, description and images the M3EL model encodes.
+"""
+import hashlib
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from urllib.parse import unquote
+
+import srsly
+from spacy.kb import Candidate, InMemoryLookupKB
+from spacy.tokens import Span
+from spacy.util import ensure_path
+from spacy.vocab import Vocab
+
+ImageRef = Union[str, bytes]
+RECORDS_FILE = "m3el_entities.msgpack"
+
+
+@dataclass(frozen=True)
+class EntityRecord:
+    """What the model needs to know about one entity.
+
+    kb_id (str): The entity ID, e.g. a Wikidata QID.
+    name (str): The entity name.
+    description (str): A description or attribute text.
+    images (Tuple[ImageRef, ...]): Image paths (absolute, or relative to the KB's
+        ``image_root``) or encoded image bytes. May be empty.
+    """
+
+    kb_id: str
+    name: str
+    description: str = ""
+    images: Tuple[ImageRef, ...] = field(default_factory=tuple)
+
+
+def normalize_alias(text: str) -> str:
+    """The case- and quoting-insensitive form used for fallback alias lookup."""
+    text = unquote(text) if "%" in text else text
+    text = unicodedata.normalize("NFKC", text).replace("_", " ")
+    return " ".join(text.casefold().split())
+
+
+class MultimodalKB(InMemoryLookupKB):
+    """An ``InMemoryLookupKB`` whose entities carry a name, description and images.
+
+    vocab (Vocab): The shared vocab.
+    entity_vector_length (int): Length of spaCy's per-entity vectors. The M3EL
+        model does not use them; they are kept for compatibility with spaCy's
+        KB API, so the default is 1.
+    image_root (Optional[str]): Directory that relative image paths refer to.
+    """
+
+    def __init__(self, vocab: Vocab, entity_vector_length: int = 1, image_root: Optional[str] = None):
+        super().__init__(vocab, entity_vector_length)
+        self._records: Dict[str, EntityRecord] = {}
+        self._freqs: Dict[str, float] = {}
+        self.image_root = image_root
+
+    # Entities ---------------------------------------------------------------
+
+    def add_multimodal_entity(
+        self,
+        kb_id: str,
+        name: str,
+        description: str = "",
+        images: Sequence[ImageRef] = (),
+        freq: float = 1.0,
+        vector: Optional[Sequence[float]] = None,
+    ) -> None:
+        """Add an entity with its text and images.
+
+        RAISES (ValueError): If ``kb_id`` is empty or already in the KB.
+        """
+        if not isinstance(kb_id, str) or not kb_id:
+            raise ValueError(f"Entity IDs must be non-empty strings, got {kb_id!r}.")
+        if kb_id in self._records or self.contains_entity(kb_id):
+            raise ValueError(
+                f"Duplicate entity ID {kb_id!r}: every entity may be added only once. "
+                "Merge the duplicates before building the KB."
+            )
+        if vector is None:
+            vector = [0.0] * self.entity_vector_length
+        self.add_entity(kb_id, float(freq), list(vector))
+        self._freqs[kb_id] = float(freq)
+        self._records[kb_id] = EntityRecord(kb_id, str(name), str(description or ""), tuple(images))
+
+    def get_record(self, kb_id: str) -> EntityRecord:
+        """Return the record of an entity. RAISES (KeyError) if unknown."""
+        try:
+            return self._records[kb_id]
+        except KeyError:
+            raise KeyError(f"Entity {kb_id!r} is not in the knowledge base.") from None
+
+    def has_record(self, kb_id: str) -> bool:
+        return kb_id in self._records
+
+    @property
+    def entity_ids(self) -> List[str]:
+        """Entity IDs in insertion order (the order of exhaustive rankings)."""
+        return list(self._records)
+
+    def records(self) -> Iterator[EntityRecord]:
+        return iter(self._records.values())
+
+    def resolve_image(self, ref: ImageRef) -> ImageRef:
+        """Turn a relative image path into one that can be opened."""
+        if isinstance(ref, str) and self.image_root and not Path(ref).is_absolute():
+            return str(Path(self.image_root) / ref)
+        return ref
+
+    def fingerprint(self) -> str:
+        """A hash of every entity's ID, text and images; changes when the KB does."""
+        digest = hashlib.sha256()
+        for record in self._records.values():
+            for part in (record.kb_id, record.name, record.description):
+                digest.update(part.encode("utf8") + b"\0")
+            for ref in record.images:
+                digest.update(ref if isinstance(ref, bytes) else ref.encode("utf8"))
+                digest.update(b"\1")
+        digest.update(str(self.image_root).encode("utf8"))
+        return digest.hexdigest()
+
+    # Aliases ----------------------------------------------------------------
+
+    def add_name_aliases(self, extra_aliases: Optional[Dict[str, Iterable[str]]] = None) -> int:
+        """Add every entity name (and its normalized form) as an alias.
+
+        Priors are the entities' frequencies, normalized over the entities
+        that share an alias.
+
+        extra_aliases (Optional[Dict[str, Iterable[str]]]): More aliases per entity ID.
+        RETURNS (int): The number of aliases added.
+        """
+        table: Dict[str, Dict[str, float]] = {}
+        for record in self._records.values():
+            names = [record.name] + list((extra_aliases or {}).get(record.kb_id, ()))
+            for name in names:
+                for alias in {name, normalize_alias(name)}:
+                    if alias:
+                        table.setdefault(alias, {})[record.kb_id] = 1.0
+        added = 0
+        for alias, entities in table.items():
+            if self.contains_alias(alias):
+                continue
+            ids = sorted(entities)
+            weights = [max(self._entity_freq(kb_id), 1e-6) for kb_id in ids]
+            total = sum(weights)
+            self.add_alias(alias, ids, [w / total * 0.999999 for w in weights])
+            added += 1
+        return added
+
+    def _entity_freq(self, kb_id: str) -> float:
+        # InMemoryLookupKB exposes frequencies only through candidates; keep our own.
+        return self._freqs.get(kb_id, 1.0)
+
+    def candidates_for(self, text: str) -> List[Candidate]:
+        """Alias candidates for a mention text: exact match, then normalized match."""
+        found = self.get_alias_candidates(text)
+        if not found:
+            normalized = normalize_alias(text)
+            if normalized and normalized != text:
+                found = self.get_alias_candidates(normalized)
+        return list(found)
+
+    # Serialization ----------------------------------------------------------
+
+    def _records_msg(self) -> dict:
+        return {
+            "version": 1,
+            "image_root": self.image_root,
+            "records": [
+                [r.kb_id, r.name, r.description, list(r.images), self._entity_freq(r.kb_id)]
+                for r in self._records.values()
+            ],
+        }
+
+    def _load_records_msg(self, msg: dict) -> None:
+        if msg.get("version") != 1:
+            raise ValueError(f"Unsupported multimodal KB version: {msg.get('version')!r}")
+        self.image_root = msg.get("image_root")
+        self._records = {}
+        self._freqs = {}
+        for kb_id, name, description, images, freq in msg["records"]:
+            self._records[kb_id] = EntityRecord(kb_id, name, description, tuple(images))
+            self._freqs[kb_id] = freq
+        missing = [kb_id for kb_id in self._records if not self.contains_entity(kb_id)]
+        if missing:
+            raise ValueError(
+                f"Corrupt multimodal KB: {len(missing)} entities have records but are not "
+                f"in the alias table (first: {missing[0]!r}). Rebuild the KB."
+            )
+
+    def to_disk(self, path: Union[str, Path], exclude: Iterable[str] = tuple()) -> None:
+        path = ensure_path(path)
+        super().to_disk(path, exclude=exclude)
+        srsly.write_msgpack(path / RECORDS_FILE, self._records_msg())
+
+    def from_disk(self, path: Union[str, Path], exclude: Iterable[str] = tuple()) -> None:
+        path = ensure_path(path)
+        if not (path / RECORDS_FILE).exists():
+            raise ValueError(
+                f"{path} is not a multimodal KB folder: {RECORDS_FILE} is missing. Build "
+                "it with spacy_m3el (for example 'python -m spacy_m3el prepare ...')."
+            )
+        super().from_disk(path, exclude=exclude)
+        self._load_records_msg(srsly.read_msgpack(path / RECORDS_FILE))
+
+    def to_bytes(self, **kwargs) -> bytes:
+        return srsly.msgpack_dumps({"lookup": super().to_bytes(**kwargs), "m3el": self._records_msg()})
+
+    def from_bytes(self, bytes_data: bytes, *, exclude: Tuple[str] = tuple()):
+        msg = srsly.msgpack_loads(bytes_data)
+        super().from_bytes(msg["lookup"], exclude=exclude)
+        self._load_records_msg(msg["m3el"])
+        return self
+
+
+def empty_kb(vocab: Vocab, entity_vector_length: int = 1) -> MultimodalKB:
+    return MultimodalKB(vocab, entity_vector_length)
+
+
+def kb_from_file(kb_path: Union[str, Path]) -> Callable[[Vocab], MultimodalKB]:
+    """Return a loader that reads a saved :class:`MultimodalKB` into a vocab."""
+
+    def load(vocab: Vocab) -> MultimodalKB:
+        path = ensure_path(kb_path)
+        if not path.exists():
+            raise ValueError(f"Knowledge base folder not found: {path}")
+        kb = MultimodalKB(vocab)
+        kb.from_disk(path)
+        return kb
+
+    return load
+
+
+def get_alias_candidates(kb: MultimodalKB, mention: Span) -> List[Candidate]:
+    """spaCy-style ``get_candidates``: exact alias, then normalized alias."""
+    if isinstance(kb, MultimodalKB):
+        return kb.candidates_for(mention.text)
+    return list(kb.get_candidates(mention))
+
+
+def get_alias_candidates_batch(kb: MultimodalKB, mentions: Iterable[Span]) -> List[List[Candidate]]:
+    return [get_alias_candidates(kb, mention) for mention in mentions]
