@@ -1,0 +1,212 @@
+"""Hugging Face CLIP as the M3EL encoder: global and local text/image features."""
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy
+import torch
+from torch import nn
+
+TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
+
+
+@dataclass
+class EncoderOutput:
+    """Encoder features for a batch of n items (mentions or entities).
+
+    text_global (Tensor[n, Pt]): L2-normalised projected text embedding.
+    text_tokens (Tensor[n, L, Wt]): last hidden states of the text tower.
+    text_mask (BoolTensor[n, L]): True for real (non-padding) tokens.
+    image_global (Tensor[n, Pi]): L2-normalised projected image embedding (zeros without image).
+    image_tokens (Tensor[n, K, Wv]): last hidden states of the vision tower (CLS + patches).
+    has_image (BoolTensor[n]): whether item i has an image.
+    """
+
+    text_global: torch.Tensor
+    text_tokens: torch.Tensor
+    text_mask: torch.Tensor
+    image_global: torch.Tensor
+    image_tokens: torch.Tensor
+    has_image: torch.Tensor
+
+
+class CLIPEncoder(nn.Module):
+    """A CLIP checkpoint (hub name or local folder) giving M3EL's four features.
+
+    The CLIP weights are attached by :meth:`load_pretrained` (at
+    ``initialize``) or :meth:`restore` (when a saved pipeline is loaded); the
+    widths are fixed by the config so the rest of the network can be built
+    before either happens.
+
+    name (str): Hub name or local path of the checkpoint.
+    text_width (int): Hidden width of the text tower.
+    vision_width (int): Hidden width of the vision tower.
+    projection_dim (int): Width of CLIP's joint embedding space.
+    max_length (int): Maximum number of text tokens (longer texts are truncated).
+    """
+
+    def __init__(self, name: str, *, text_width: int, vision_width: int, projection_dim: int, max_length: int = 40):
+        super().__init__()
+        self.name = name
+        self.text_width = text_width
+        self.vision_width = vision_width
+        self.projection_dim = projection_dim
+        self.max_length = max_length
+        self.clip: Optional[nn.Module] = None
+        self.tokenizer = None
+        self.image_processor = None
+
+    @property
+    def is_loaded(self) -> bool:
+        return self.clip is not None
+
+    # Loading ----------------------------------------------------------------
+
+    def load_pretrained(self, name: Optional[str] = None, **kwargs) -> None:
+        """Load weights, tokenizer and image processor with ``from_pretrained``."""
+        from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizerFast
+
+        source = name or self.name
+        try:
+            clip = CLIPModel.from_pretrained(source, **kwargs)
+            tokenizer = CLIPTokenizerFast.from_pretrained(source, **kwargs)
+            image_processor = CLIPImageProcessor.from_pretrained(source, **kwargs)
+        except OSError as err:
+            raise OSError(
+                f"Could not load the CLIP checkpoint {source!r}: {err}\nGive a local folder "
+                "with config.json, weights, tokenizer and preprocessor files, or a hub name "
+                "on a machine that can download it."
+            ) from err
+        self._attach(clip, tokenizer, image_processor)
+
+    def _attach(self, clip: nn.Module, tokenizer, image_processor) -> None:
+        self._check_widths(clip.config)
+        device = next(self.parameters(), None)
+        self.clip = clip.to(device.device) if device is not None else clip
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.max_length = min(self.max_length, clip.config.text_config.max_position_embeddings)
+
+    def _check_widths(self, config) -> None:
+        found = {
+            "text_width": config.text_config.hidden_size,
+            "vision_width": config.vision_config.hidden_size,
+            "projection_dim": config.projection_dim,
+        }
+        wrong = {k: v for k, v in found.items() if getattr(self, k) != v}
+        if wrong:
+            fixes = ", ".join(f"{k} = {v}" for k, v in wrong.items())
+            raise ValueError(
+                f"The CLIP checkpoint {self.name!r} does not match the encoder config: set "
+                f"{fixes} in the encoder section of the config "
+                "([components.m3el_linker.model.encoder])."
+            )
+
+    def meta(self) -> dict:
+        """Everything except the weights needed to rebuild the encoder offline."""
+        if not self.is_loaded:
+            return {"name": self.name, "hf_config": None}
+        with tempfile.TemporaryDirectory() as tmp:
+            self.tokenizer.save_pretrained(tmp)
+            files = {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.name in TOKENIZER_FILES}
+        return {
+            "name": self.name,
+            "max_length": self.max_length,
+            "hf_config": self.clip.config.to_dict(),
+            "tokenizer_files": files,
+            "image_processor": self.image_processor.to_dict(),
+        }
+
+    def restore(self, meta: dict) -> None:
+        """Rebuild the (unweighted) CLIP, tokenizer and processor from :meth:`meta`."""
+        if meta.get("hf_config") is None:
+            self.clip = None
+            return
+        from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizerFast
+
+        config = CLIPConfig.from_dict(meta["hf_config"])
+        with tempfile.TemporaryDirectory() as tmp:
+            for filename, data in meta["tokenizer_files"].items():
+                (Path(tmp) / filename).write_bytes(data)
+            tokenizer = CLIPTokenizerFast.from_pretrained(tmp, local_files_only=True)
+        processor_dict = dict(meta["image_processor"])
+        processor_dict.pop("image_processor_type", None)
+        processor_dict.pop("processor_class", None)
+        image_processor = CLIPImageProcessor(**processor_dict)
+        self._attach(CLIPModel(config), tokenizer, image_processor)
+        self.max_length = meta.get("max_length", self.max_length)
+
+    # Featurization ----------------------------------------------------------
+
+    def _require_loaded(self) -> None:
+        if not self.is_loaded:
+            raise RuntimeError(
+                "The CLIP encoder has no weights yet. Call nlp.initialize() (which loads "
+                f"{self.name!r}) or load a trained pipeline with spacy.load()."
+            )
+
+    def featurize(self, texts: Sequence[str], images: Sequence[Optional[object]]) -> Dict[str, numpy.ndarray]:
+        """Tokenize texts and preprocess images (PIL RGB images or None).
+
+        RETURNS (Dict[str, numpy.ndarray]): ``input_ids``, ``attention_mask``,
+            ``pixel_values`` (only for the items that have an image) and
+            ``has_image``.
+        """
+        self._require_loaded()
+        tokens = self.tokenizer(
+            list(texts), padding="longest", truncation=True, max_length=self.max_length, return_tensors="np"
+        )
+        has_image = numpy.array([image is not None for image in images], dtype=bool)
+        present = [image for image in images if image is not None]
+        if present:
+            pixels = self.image_processor(images=present, return_tensors="np")["pixel_values"]
+        else:
+            size = self.clip.config.vision_config.image_size
+            pixels = numpy.zeros((0, 3, size, size), dtype="float32")
+        return {
+            "input_ids": tokens["input_ids"].astype("int64"),
+            "attention_mask": tokens["attention_mask"].astype("int64"),
+            "pixel_values": pixels.astype("float32"),
+            "has_image": has_image,
+        }
+
+    def forward(self, input_ids, attention_mask, pixel_values, has_image) -> EncoderOutput:
+        self._require_loaded()
+        clip = self.clip
+        text_out = clip.text_model(input_ids=input_ids, attention_mask=attention_mask)
+        text_global = nn.functional.normalize(clip.text_projection(text_out.pooler_output), dim=-1)
+        n = input_ids.shape[0]
+        n_tokens = (clip.config.vision_config.image_size // clip.config.vision_config.patch_size) ** 2 + 1
+        image_global = text_global.new_zeros((n, self.projection_dim))
+        image_tokens = text_global.new_zeros((n, n_tokens, self.vision_width))
+        if pixel_values.shape[0] > 0:
+            vision_out = clip.vision_model(pixel_values=pixel_values)
+            embeds = nn.functional.normalize(clip.visual_projection(vision_out.pooler_output), dim=-1)
+            index = torch.nonzero(has_image, as_tuple=True)[0]
+            image_global = image_global.index_copy(0, index, embeds)
+            image_tokens = image_tokens.index_copy(0, index, vision_out.last_hidden_state)
+        return EncoderOutput(
+            text_global=text_global,
+            text_tokens=text_out.last_hidden_state,
+            text_mask=attention_mask.bool(),
+            image_global=image_global,
+            image_tokens=image_tokens,
+            has_image=has_image.bool(),
+        )
+
+
+def stack_featurized(parts: List[Dict[str, numpy.ndarray]]) -> Dict[str, numpy.ndarray]:
+    """Concatenate featurized batches (padding token arrays to the longest)."""
+    length = max(p["input_ids"].shape[1] for p in parts)
+
+    def pad(array: numpy.ndarray, value: int) -> numpy.ndarray:
+        extra = length - array.shape[1]
+        return numpy.pad(array, ((0, 0), (0, extra)), constant_values=value) if extra else array
+
+    return {
+        "input_ids": numpy.concatenate([pad(p["input_ids"], 0) for p in parts]),
+        "attention_mask": numpy.concatenate([pad(p["attention_mask"], 0) for p in parts]),
+        "pixel_values": numpy.concatenate([p["pixel_values"] for p in parts]),
+        "has_image": numpy.concatenate([p["has_image"] for p in parts]),
+    }

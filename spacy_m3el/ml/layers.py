@@ -1,0 +1,150 @@
+"""The matching units of M3EL as PyTorch modules.
+
+Shapes: P pairs (or n items), L/K token positions, h the hidden width.
+Every unit takes boolean masks (True = real position) so padding never
+receives attention weight, unlike the reference implementation.
+"""
+from typing import Callable, Optional, Sequence
+
+import torch
+from torch import nn
+
+AlignmentFactory = Callable[[int], nn.Module]
+NEG_INF = -1e9
+
+
+def masked_mean(x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """Mean over dim 1 of x [n, L, h] counting only positions where mask [n, L] is True."""
+    if mask is None:
+        return x.mean(dim=1)
+    weights = mask.to(x.dtype).unsqueeze(-1)
+    return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
+class AttentionAlignment(nn.Module):
+    """Scaled dot-product attention of queries over keys, padding keys masked.
+
+    A query whose keys are all masked gets a zero vector instead of NaN.
+    """
+
+    def __init__(self, width: int, scale: bool = True):
+        super().__init__()
+        self.scale = width**-0.5 if scale else 1.0
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, key_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        logits = torch.matmul(query, key.transpose(-1, -2)) * self.scale
+        if key_mask is None:
+            return torch.matmul(logits.softmax(dim=-1), value)
+        mask = key_mask.unsqueeze(-2)
+        weights = logits.masked_fill(~mask, NEG_INF).softmax(dim=-1) * mask.to(logits.dtype)
+        return torch.matmul(weights, value)
+
+
+class IntraModalUnit(nn.Module):
+    """TIMM / IIMM: coarse global-to-global plus fine global-to-local matching.
+
+    G2G is the dot product of the normalised global vectors; G2L lets the
+    entity's tokens attend over the mention's tokens, pools the attended
+    context over the entity's real tokens and compares it with the entity's
+    projected global vector. The unit score is (G2G + G2L) / 2.
+    """
+
+    def __init__(self, global_width: int, token_width: int, hidden_width: int, alignment: AlignmentFactory):
+        super().__init__()
+        self.query = nn.Linear(token_width, hidden_width)
+        self.key = nn.Linear(token_width, hidden_width)
+        self.value = nn.Linear(token_width, hidden_width)
+        self.global_proj = nn.Linear(global_width, hidden_width)
+        self.context_norm = nn.LayerNorm(hidden_width)
+        self.align = alignment(hidden_width)
+
+    def mention_side(self, global_: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> dict:
+        return {"g": global_, "k": self.key(tokens), "v": self.value(tokens), "mask": mask}
+
+    def entity_side(self, global_: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> dict:
+        return {"g": global_, "q": self.query(tokens), "c": self.global_proj(global_), "mask": mask}
+
+    def score(self, m: dict, e: dict, mi: torch.Tensor, ei: torch.Tensor) -> torch.Tensor:
+        """Scores [P] of the pairs (mention mi[p], entity ei[p])."""
+        g2g = (m["g"][mi] * e["g"][ei]).sum(-1)
+        attended = self.align(e["q"][ei], m["k"][mi], m["v"][mi], m["mask"][mi])
+        context = self.context_norm(masked_mean(attended, e["mask"][ei]))
+        g2l = (e["c"][ei] * context).sum(-1)
+        return (g2g + g2l) / 2
+
+
+class MultiHeadPooling(nn.Module):
+    """Class-specific residual attention pooling (CSRA) over the token axis.
+
+    Each head adds, to the masked mean, lambda times a per-channel softmax
+    (temperature T) weighted sum of the tokens; the last head uses the max.
+    The output is the average of the heads.
+    """
+
+    def __init__(self, temperatures: Sequence[float] = (2.0, 2.5, 3.5, 4.5), lam: float = 1.0, use_max: bool = True):
+        super().__init__()
+        self.temperatures = tuple(temperatures)
+        self.lam = lam
+        self.use_max = use_max
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        base = masked_mean(x, mask)
+        keep = mask.unsqueeze(-1)
+        heads = []
+        for temperature in self.temperatures:
+            weights = (x * temperature).masked_fill(~keep, NEG_INF).softmax(dim=1)
+            heads.append(base + self.lam * (weights * x).sum(dim=1))
+        if self.use_max:
+            heads.append(base + self.lam * x.masked_fill(~keep, NEG_INF).max(dim=1).values)
+        return torch.stack(heads).mean(dim=0)
+
+
+class CrossModalUnit(nn.Module):
+    """Cross-modal matching in both directions, computed per side.
+
+    Textual-to-visual: the text global vector attends over the image patches
+    and every patch attends over the text tokens. Visual-to-textual: the image
+    global vector attends over the text tokens and every text token attends
+    over the patches. Each direction pools [global'; tokens'] with CSRA,
+    adds a gated copy of its global vector and normalises. Scores are dot
+    products of the per-side contexts, so entity contexts can be cached.
+    """
+
+    def __init__(self, text_global_width: int, text_token_width: int, image_width: int, hidden_width: int, alignment: AlignmentFactory, csra_lambda: float = 1.0):
+        super().__init__()
+        self.text_global = nn.Linear(text_global_width, hidden_width)
+        self.text_tokens = nn.Linear(text_token_width, hidden_width)
+        self.image_global = nn.Linear(image_width, hidden_width)
+        self.image_tokens = nn.Linear(image_width, hidden_width)
+        self.match_proj = nn.Linear(hidden_width, hidden_width)
+        self.align = alignment(hidden_width)
+        self.pool = MultiHeadPooling(lam=csra_lambda)
+        self.gate = nn.Linear(hidden_width, 1)
+        self.norm = nn.LayerNorm(hidden_width)
+
+    def _match(self, p: torch.Tensor, q: torch.Tensor, q_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        attended = self.align(p, self.match_proj(q), q, q_mask)
+        return torch.relu(self.match_proj(attended))
+
+    def _direction(self, g: torch.Tensor, other: torch.Tensor, other_mask: Optional[torch.Tensor], own: torch.Tensor, own_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """g attends over the other modality's tokens, which attend over this modality's tokens."""
+        g_prime = self._match(g.unsqueeze(1), other, other_mask)
+        other_prime = self._match(other, own, own_mask)
+        sequence = torch.cat([g_prime, other_prime], dim=1)
+        if other_mask is None:
+            other_mask = torch.ones_like(other[..., 0], dtype=torch.bool)
+        mask = torch.cat([torch.ones_like(other_mask[:, :1]), other_mask], dim=1)
+        return self.norm(g * torch.tanh(self.gate(g)) + self.pool(sequence, mask))
+
+    def side(self, text_global, text_tokens, text_mask, image_global, image_tokens, use_t2v: bool, use_v2t: bool) -> dict:
+        """Per-item contexts {"t2v": [n, h], "v2t": [n, h]} for the enabled directions."""
+        t = self.text_global(text_global)
+        tokens = self.text_tokens(text_tokens)
+        i = self.image_global(image_global)
+        patches = self.image_tokens(image_tokens)
+        out = {}
+        if use_t2v:
+            out["t2v"] = self._direction(t, patches, None, tokens, text_mask)
+        if use_v2t:
+            out["v2t"] = self._direction(i, tokens, text_mask, patches, None)
+        return out

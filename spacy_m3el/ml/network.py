@@ -1,0 +1,218 @@
+"""M3ELNet: the multi-level matching network as one PyTorch module.
+
+The network is used in three ways, chosen by the ``task`` argument of
+``forward`` so that a single Thinc PyTorch wrapper can drive it:
+
+- ``"encode"``: featurized texts/images -> per-side features (a flat dict of
+  tensors) for mentions or entities. Entity sides can be cached.
+- ``"score"``: mention side, entity side and pair indices -> per-unit and
+  overall scores of those pairs.
+- ``"loss"``: a training batch -> the M3EL objective.
+"""
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
+import torch
+from torch import nn
+
+from .encoder import CLIPEncoder, EncoderOutput
+from .layers import AlignmentFactory, CrossModalUnit, IntraModalUnit
+from .losses import intra_modal_contrastive, masked_cross_entropy
+
+Side = Dict[str, torch.Tensor]
+UNITS = ("text", "image", "t2v", "v2t")
+IMAGE_UNITS = ("image", "t2v", "v2t")
+
+
+@dataclass(frozen=True)
+class UnitSwitches:
+    """Which matching units and losses are on (for ablations)."""
+
+    text: bool = True
+    image: bool = True
+    t2v: bool = True
+    v2t: bool = True
+    contrastive: bool = True
+
+    @property
+    def enabled(self) -> Tuple[str, ...]:
+        return tuple(unit for unit in UNITS if getattr(self, unit))
+
+    @property
+    def needs_images(self) -> bool:
+        return any(getattr(self, unit) for unit in IMAGE_UNITS)
+
+
+@dataclass(frozen=True)
+class ContrastiveSettings:
+    temperature: float = 0.03
+    inter_weight: float = 1.0
+    intra_weight: float = 0.8
+    weight: float = 1.0
+
+
+class M3ELNet(nn.Module):
+    """Encoder + intra-modal (text, image) + cross-modal (T2V, V2T) matching.
+
+    encoder (CLIPEncoder): gives global and local features.
+    alignment (AlignmentFactory): builds the token alignment module of a width.
+    hidden_width (int): width of the matching units (96 in the paper).
+    image_width (int): width the image features are projected to (96).
+    units (UnitSwitches): which units and losses are on.
+    contrastive (ContrastiveSettings): ICL temperature and weights.
+    csra_lambda (float): residual weight of the CSRA pooling heads.
+    """
+
+    def __init__(
+        self,
+        encoder: CLIPEncoder,
+        alignment: AlignmentFactory,
+        *,
+        hidden_width: int = 96,
+        image_width: int = 96,
+        units: UnitSwitches = UnitSwitches(),
+        contrastive: ContrastiveSettings = ContrastiveSettings(),
+        csra_lambda: float = 1.0,
+    ):
+        super().__init__()
+        if not units.enabled:
+            raise ValueError("At least one matching unit (text, image, t2v, v2t) must be enabled.")
+        self.encoder = encoder
+        self.units = units
+        self.contrastive = contrastive
+        text_global, text_tokens = encoder.projection_dim, encoder.text_width
+        self.image_global_fc = nn.Linear(encoder.projection_dim, image_width)
+        self.image_tokens_fc = nn.Linear(encoder.vision_width, image_width)
+        self.norm_text_global = nn.LayerNorm(text_global)
+        self.norm_text_tokens = nn.LayerNorm(text_tokens)
+        self.norm_image_global = nn.LayerNorm(image_width)
+        self.norm_image_tokens = nn.LayerNorm(image_width)
+        self.text_unit = IntraModalUnit(text_global, text_tokens, hidden_width, alignment) if units.text else None
+        self.image_unit = IntraModalUnit(image_width, image_width, hidden_width, alignment) if units.image else None
+        self.cross_unit = (
+            CrossModalUnit(text_global, text_tokens, image_width, hidden_width, alignment, csra_lambda)
+            if units.t2v or units.v2t
+            else None
+        )
+
+    def forward(self, task: str, **inputs):
+        if task == "encode":
+            return self.encode(**inputs)
+        if task == "score":
+            return self.score_pairs(**inputs)
+        if task == "loss":
+            return self.loss(**inputs)
+        raise ValueError(f"Unknown task {task!r}")
+
+    # Sides -----------------------------------------------------------------
+
+    def encode(self, role: str, features: Dict[str, torch.Tensor]) -> Side:
+        """Featurized inputs -> side features of mentions (role "mention") or entities."""
+        return self.side(self.encoder(**features), role)
+
+    def side(self, out: EncoderOutput, role: str) -> Side:
+        if role not in ("mention", "entity"):
+            raise ValueError(f"role must be 'mention' or 'entity', got {role!r}")
+        text_g = self.norm_text_global(out.text_global)
+        text_t = self.norm_text_tokens(out.text_tokens)
+        image_g = self.norm_image_global(self.image_global_fc(out.image_global))
+        image_t = self.norm_image_tokens(self.image_tokens_fc(out.image_tokens))
+        side: Side = {"has_image": out.has_image, "retrieval.text": text_g}
+        for prefix, unit, args in (
+            ("text", self.text_unit, (text_g, text_t, out.text_mask)),
+            ("image", self.image_unit, (image_g, image_t, torch.ones_like(image_t[..., 0], dtype=torch.bool))),
+        ):
+            if unit is not None:
+                parts = unit.mention_side(*args) if role == "mention" else unit.entity_side(*args)
+                side.update({f"{prefix}.{key}": value for key, value in parts.items()})
+        if self.cross_unit is not None:
+            contexts = self.cross_unit.side(text_g, text_t, out.text_mask, image_g, image_t, self.units.t2v, self.units.v2t)
+            side.update({f"cross.{key}": value for key, value in contexts.items()})
+        if self.units.image:
+            side["retrieval.image"] = image_g
+        return side
+
+    # Scores ----------------------------------------------------------------
+
+    def score_pairs(self, mentions: Side, entities: Side, mention_index: torch.Tensor, entity_index: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Scores of the pairs (mention_index[p], entity_index[p]).
+
+        RETURNS (Dict[str, Tensor[P]]): one entry per enabled unit, ``"<unit>.ok"``
+            availability masks for image units, and the overall ``"score"``:
+            the mean of the units available for each pair.
+        """
+        mi, ei = mention_index, entity_index
+        both_images = mentions["has_image"][mi] & entities["has_image"][ei]
+        scores: Dict[str, torch.Tensor] = {}
+        total = torch.zeros(mi.shape[0], device=mi.device)
+        count = torch.zeros_like(total)
+        for unit in self.units.enabled:
+            if unit in ("text", "image"):
+                module = self.text_unit if unit == "text" else self.image_unit
+                value = module.score(_sub(mentions, unit), _sub(entities, unit), mi, ei)
+            else:
+                value = (mentions[f"cross.{unit}"][mi] * entities[f"cross.{unit}"][ei]).sum(-1)
+            ok = both_images if unit in IMAGE_UNITS else torch.ones_like(both_images)
+            scores[unit] = value
+            scores[f"{unit}.ok"] = ok
+            total = total + value * ok
+            count = count + ok
+        scores["score"] = torch.where(count > 0, total / count.clamp(min=1), torch.zeros_like(total))
+        return scores
+
+    def score_matrix(self, mentions: Side, entities: Side) -> Dict[str, torch.Tensor]:
+        """All-pairs scores, each of shape [B, N]."""
+        n_m, n_e = mentions["has_image"].shape[0], entities["has_image"].shape[0]
+        mi = torch.arange(n_m, device=mentions["has_image"].device).repeat_interleave(n_e)
+        ei = torch.arange(n_e, device=mi.device).repeat(n_m)
+        return {key: value.view(n_m, n_e) for key, value in self.score_pairs(mentions, entities, mi, ei).items()}
+
+    # Training --------------------------------------------------------------
+
+    def loss(self, mention_features: Dict[str, torch.Tensor], entity_features: Dict[str, torch.Tensor], labels: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """M3EL's objective on a batch of B mentions and N entities.
+
+        labels (LongTensor[B]): the column of each mention's gold entity; the
+            other columns (other gold entities and hard negatives) are negatives.
+        RETURNS (Dict[str, Tensor]): ``"loss"`` and detached parts for logging.
+        """
+        m_out = self.encoder(**mention_features)
+        e_out = self.encoder(**entity_features)
+        scores = self.score_matrix(self.side(m_out, "mention"), self.side(e_out, "entity"))
+        parts = {"overall": masked_cross_entropy(scores["score"], labels)}
+        for unit in self.units.enabled:
+            parts[unit] = masked_cross_entropy(scores[unit], labels, scores[f"{unit}.ok"])
+        if self.units.contrastive:
+            parts["contrastive"] = self._contrastive(m_out, e_out, labels)
+        used = {key: value for key, value in parts.items() if value is not None}
+        total = sum(value * (self.contrastive.weight if key == "contrastive" else 1.0) for key, value in used.items())
+        result = {f"loss.{key}": value.detach() for key, value in used.items()}
+        result["loss"] = total
+        result["score"] = scores["score"].detach()
+        return result
+
+    def _contrastive(self, m_out: EncoderOutput, e_out: EncoderOutput, labels: torch.Tensor) -> Optional[torch.Tensor]:
+        settings = dict(
+            temperature=self.contrastive.temperature,
+            inter_weight=self.contrastive.inter_weight,
+            intra_weight=self.contrastive.intra_weight,
+        )
+        losses = [intra_modal_contrastive(m_out.text_global, e_out.text_global, labels, **settings)]
+        if self.units.needs_images:
+            losses.append(
+                intra_modal_contrastive(
+                    self.image_global_fc(m_out.image_global),
+                    self.image_global_fc(e_out.image_global),
+                    labels,
+                    mention_valid=m_out.has_image,
+                    entity_valid=e_out.has_image,
+                    **settings,
+                )
+            )
+        present = [loss for loss in losses if loss is not None]
+        return sum(present) / len(present) if present else None
+
+
+def _sub(side: Side, prefix: str) -> Side:
+    start = prefix + "."
+    return {key[len(start):]: value for key, value in side.items() if key.startswith(start)}

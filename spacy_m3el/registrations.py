@@ -1,0 +1,233 @@
+"""Registered factories and functions (thin; the implementations live elsewhere).
+
+This module is named by the ``spacy_factories`` entry point, which spaCy
+imports whenever it builds any pipeline, so it must stay import-light: torch
+and transformers are imported only inside the builders.
+"""
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional, Union
+
+from spacy.language import Language
+from spacy.util import registry
+from spacy.vocab import Vocab
+from thinc.api import Config, Model
+
+from .kb import MultimodalKB, empty_kb, get_alias_candidates, get_alias_candidates_batch, kb_from_file
+from .pipeline.linker import M3ELLinker
+from .readers import MultimodalCorpus
+from .scoring import score_linker
+
+DEFAULT_MODEL_CONFIG = """
+[model]
+@architectures = "spacy_m3el.M3EL.v1"
+hidden_width = 96
+image_width = 96
+use_text_unit = true
+use_image_unit = true
+use_t2v_unit = true
+use_v2t_unit = true
+use_contrastive_loss = true
+contrastive_temperature = 0.03
+contrastive_inter_weight = 1.0
+contrastive_intra_weight = 0.8
+contrastive_weight = 1.0
+csra_lambda = 1.0
+
+[model.encoder]
+@architectures = "spacy_m3el.CLIPEncoder.v1"
+name = "openai/clip-vit-base-patch32"
+text_width = 512
+vision_width = 768
+projection_dim = 512
+max_length = 40
+
+[model.alignment]
+@architectures = "spacy_m3el.AttentionAlignment.v1"
+scale = true
+"""
+DEFAULT_MODEL = Config().from_str(DEFAULT_MODEL_CONFIG)["model"]
+
+
+@Language.factory(
+    "m3el_linker",
+    requires=["doc.ents", "token.ent_iob", "token.ent_type"],
+    assigns=["token.ent_kb_id", "span._.m3el_candidates", "doc._.m3el_image_status"],
+    default_config={
+        "model": DEFAULT_MODEL,
+        "labels_discard": [],
+        "overwrite": True,
+        "use_gold_ents": True,
+        "threshold": None,
+        "top_k": 10,
+        "n_hard_negatives": 3,
+        "get_candidates_batch": {"@misc": "spacy_m3el.AliasCandidatesBatch.v1"},
+        "generate_empty_kb": {"@misc": "spacy_m3el.EmptyKB.v1"},
+        "image_attr": "image",
+        "max_context_tokens": 64,
+        "entity_batch_size": 64,
+        "image_cache_size": 512,
+        "ignore_missing_gold": False,
+        "scorer": {"@scorers": "spacy_m3el.linker_scorer.v1"},
+    },
+    default_score_weights={
+        "nel_micro_f": 1.0,
+        "nel_micro_p": None,
+        "nel_micro_r": None,
+        "nel_mrr": None,
+        "nel_hits@1": None,
+        "nel_hits@3": None,
+        "nel_hits@5": None,
+    },
+)
+def make_m3el_linker(
+    nlp: Language,
+    name: str,
+    model: Model,
+    *,
+    labels_discard: Iterable[str],
+    overwrite: bool,
+    use_gold_ents: bool,
+    threshold: Optional[float],
+    top_k: int,
+    n_hard_negatives: int,
+    get_candidates_batch: Callable,
+    generate_empty_kb: Callable[[Vocab, int], MultimodalKB],
+    image_attr: str,
+    max_context_tokens: int,
+    entity_batch_size: int,
+    image_cache_size: int,
+    ignore_missing_gold: bool,
+    scorer: Optional[Callable],
+) -> M3ELLinker:
+    """Create an ``m3el_linker`` (see :class:`M3ELLinker` for the settings)."""
+    return M3ELLinker(
+        nlp.vocab,
+        model,
+        name,
+        labels_discard=labels_discard,
+        overwrite=overwrite,
+        use_gold_ents=use_gold_ents,
+        threshold=threshold,
+        top_k=top_k,
+        n_hard_negatives=n_hard_negatives,
+        get_candidates_batch=get_candidates_batch,
+        generate_empty_kb=generate_empty_kb,
+        image_attr=image_attr,
+        max_context_tokens=max_context_tokens,
+        entity_batch_size=entity_batch_size,
+        image_cache_size=image_cache_size,
+        ignore_missing_gold=ignore_missing_gold,
+        scorer=scorer,
+    )
+
+
+@registry.architectures("spacy_m3el.M3EL.v1")
+def build_m3el_v1(
+    encoder: Any,
+    alignment: Callable[[int], Any],
+    hidden_width: int = 96,
+    image_width: int = 96,
+    use_text_unit: bool = True,
+    use_image_unit: bool = True,
+    use_t2v_unit: bool = True,
+    use_v2t_unit: bool = True,
+    use_contrastive_loss: bool = True,
+    contrastive_temperature: float = 0.03,
+    contrastive_inter_weight: float = 1.0,
+    contrastive_intra_weight: float = 0.8,
+    contrastive_weight: float = 1.0,
+    csra_lambda: float = 1.0,
+) -> Model:
+    """The M3EL network (encoder + matching units) as a Thinc model.
+
+    encoder (CLIPEncoder): From ``spacy_m3el.CLIPEncoder.v1``.
+    alignment (Callable[[int], Module]): From ``spacy_m3el.AttentionAlignment.v1``.
+    hidden_width (int): Width of the matching units.
+    image_width (int): Width the image features are projected to.
+    use_*_unit (bool): Switch the text, image, textual-to-visual and
+        visual-to-textual matching units on or off (ablations).
+    use_contrastive_loss (bool): Add the intra-modal contrastive loss.
+    contrastive_* (float): Its temperature, inter-/inner-source weights and weight.
+    csra_lambda (float): Residual weight of the cross-modal pooling heads.
+    """
+    from .ml.model import build_m3el_model
+    from .ml.network import ContrastiveSettings, M3ELNet, UnitSwitches
+
+    for key, value in (("hidden_width", hidden_width), ("image_width", image_width), ("contrastive_temperature", contrastive_temperature)):
+        if value <= 0:
+            raise ValueError(f"spacy_m3el.M3EL.v1: {key} must be positive, got {value}.")
+    units = UnitSwitches(use_text_unit, use_image_unit, use_t2v_unit, use_v2t_unit, use_contrastive_loss)
+    contrastive = ContrastiveSettings(contrastive_temperature, contrastive_inter_weight, contrastive_intra_weight, contrastive_weight)
+    net = M3ELNet(
+        encoder, alignment, hidden_width=hidden_width, image_width=image_width, units=units, contrastive=contrastive, csra_lambda=csra_lambda
+    )
+    return build_m3el_model(net)
+
+
+@registry.architectures("spacy_m3el.CLIPEncoder.v1")
+def build_clip_encoder_v1(
+    name: str,
+    text_width: int = 512,
+    vision_width: int = 768,
+    projection_dim: int = 512,
+    max_length: int = 40,
+):
+    """A Hugging Face CLIP checkpoint (hub name or local folder) as the encoder.
+
+    The weights are loaded at ``nlp.initialize()``; the widths must match the
+    checkpoint (checked then).
+    """
+    from .ml.encoder import CLIPEncoder
+
+    return CLIPEncoder(name, text_width=text_width, vision_width=vision_width, projection_dim=projection_dim, max_length=max_length)
+
+
+@registry.architectures("spacy_m3el.AttentionAlignment.v1")
+def build_attention_alignment_v1(scale: bool = True) -> Callable[[int], Any]:
+    """Token alignment by (scaled) dot-product attention with padding masks."""
+    from .ml.layers import AttentionAlignment
+
+    def make(width: int):
+        return AttentionAlignment(width, scale=scale)
+
+    return make
+
+
+@registry.misc("spacy_m3el.EmptyKB.v1")
+def create_empty_kb_v1() -> Callable[[Vocab, int], MultimodalKB]:
+    return empty_kb
+
+
+@registry.misc("spacy_m3el.KBFromFile.v1")
+def create_kb_from_file_v1(kb_path: Union[str, Path]) -> Callable[[Vocab], MultimodalKB]:
+    return kb_from_file(kb_path)
+
+
+@registry.misc("spacy_m3el.AliasCandidates.v1")
+def create_alias_candidates_v1() -> Callable:
+    return get_alias_candidates
+
+
+@registry.misc("spacy_m3el.AliasCandidatesBatch.v1")
+def create_alias_candidates_batch_v1() -> Callable:
+    return get_alias_candidates_batch
+
+
+@registry.readers("spacy_m3el.MultimodalCorpus.v1")
+def create_multimodal_corpus_v1(
+    path: Optional[Path],
+    image_attr: str = "image",
+    limit: int = 0,
+    gold_preproc: bool = False,
+    max_length: int = 0,
+    augmenter: Optional[Callable] = None,
+    shuffle: bool = False,
+) -> MultimodalCorpus:
+    if path is None:
+        raise ValueError("spacy_m3el.MultimodalCorpus.v1 needs a path (for example --paths.train corpus/train.spacy).")
+    return MultimodalCorpus(path, image_attr=image_attr, limit=limit, gold_preproc=gold_preproc, max_length=max_length, augmenter=augmenter, shuffle=shuffle)
+
+
+@registry.scorers("spacy_m3el.linker_scorer.v1")
+def create_linker_scorer_v1() -> Callable:
+    return score_linker
