@@ -1,4 +1,5 @@
 """Hugging Face CLIP as the M3EL encoder: global and local text/image features."""
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -7,6 +8,15 @@ from typing import Dict, List, Optional, Sequence
 import numpy
 import torch
 from torch import nn
+
+def _single_thread_after_fork() -> None:
+    # torch's OpenMP pool does not survive fork: a forked child (nlp.pipe with
+    # n_process > 1 on Linux) that runs a parallel op hangs. One thread per
+    # worker process is also the right setting for multiprocess inference.
+    torch.set_num_threads(1)
+
+
+os.register_at_fork(after_in_child=_single_thread_after_fork)
 
 TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
 
@@ -114,6 +124,8 @@ class CLIPEncoder(nn.Module):
             "name": self.name,
             "max_length": self.max_length,
             "hf_config": self.clip.config.to_dict(),
+            # Rebuilding must use the same attention kernel, or scores differ in the last bits.
+            "attn_implementation": getattr(self.clip.config, "_attn_implementation", None),
             "tokenizer_files": files,
             "image_processor": self.image_processor.to_dict(),
         }
@@ -134,7 +146,8 @@ class CLIPEncoder(nn.Module):
         processor_dict.pop("image_processor_type", None)
         processor_dict.pop("processor_class", None)
         image_processor = CLIPImageProcessor(**processor_dict)
-        self._attach(CLIPModel(config), tokenizer, image_processor)
+        clip = CLIPModel._from_config(config, attn_implementation=meta.get("attn_implementation"))
+        self._attach(clip, tokenizer, image_processor)
         self.max_length = meta.get("max_length", self.max_length)
 
     # Featurization ----------------------------------------------------------

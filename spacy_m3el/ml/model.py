@@ -43,6 +43,18 @@ def get_net(model: Model):
     return model.layers[0].shims[0]._model
 
 
+def rehome_parameters(model: Model) -> None:
+    """Copy parameters updated by Thinc's optimizer back into torch-allocated memory.
+
+    Thinc's ``finish_update`` replaces each parameter with a tensor that shares
+    a numpy array's memory. BLAS kernels may round differently depending on
+    memory alignment, so without this copy a trained model and the same model
+    loaded from disk give scores that differ in the last bits.
+    """
+    for parameter in get_net(model).parameters():
+        parameter.data = parameter.data.clone()
+
+
 def _forward(model: Model, X: NetCall, is_train: bool):
     return model.layers[0](X, is_train)
 

@@ -178,11 +178,11 @@ class M3ELLinker(TrainablePipe):
         for eg in examples:
             for ent in eg.reference.ents:
                 if ent.kb_id_ and ent.kb_id_ != self.NIL and not self.kb.contains_entity(ent.kb_id_) and not self.ignore_missing_gold:
-                    raise ValueError(self._missing_gold_message(ent))
+                    raise ValueError(self._missing_gold_message(ent, ent.kb_id_))
 
-    def _missing_gold_message(self, ent: Span) -> str:
+    def _missing_gold_message(self, ent: Span, kb_id: str) -> str:
         return (
-            f"{self.name}: the gold KB ID {ent.kb_id_!r} of the entity {ent.text!r} in the "
+            f"{self.name}: the gold KB ID {kb_id!r} of the entity {ent.text!r} in the "
             f"example {ent.doc.text[:60]!r} is not in the knowledge base. Add the entity "
             "to the KB, or set ignore_missing_gold = true to skip such mentions (they are "
             "counted in the component's skipped_missing_gold)."
@@ -350,7 +350,10 @@ class M3ELLinker(TrainablePipe):
         return losses
 
     def finish_update(self, sgd) -> None:
+        from ..ml.model import rehome_parameters
+
         super().finish_update(sgd)
+        rehome_parameters(self.model)
         self._model_changed()
 
     def _training_batch(self, examples: List[Example]) -> Optional[Dict[str, Any]]:
@@ -390,8 +393,7 @@ class M3ELLinker(TrainablePipe):
                     continue
                 if not self.kb.contains_entity(gold):
                     if not self.ignore_missing_gold:
-                        reference = eg.reference.char_span(ent.start_char, ent.end_char) or ent
-                        raise ValueError(self._missing_gold_message(reference))
+                        raise ValueError(self._missing_gold_message(ent, gold))
                     self.skipped_missing_gold += 1
                     continue
                 spans.append(ent)

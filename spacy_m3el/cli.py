@@ -1,0 +1,134 @@
+"""Command line: ``python -m spacy_m3el <command> [options]``.
+
+Each command is an ``(add_arguments, run)`` pair in :data:`COMMANDS`; to add
+one, write the two functions and register them there. ``run`` returns the exit
+code. User errors (``ValueError``, ``OSError``) are printed without a traceback
+and exit with code 1.
+"""
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+AddArguments = Callable[[argparse.ArgumentParser], None]
+Run = Callable[[argparse.Namespace], int]
+
+
+class CommandError(Exception):
+    """A user error with a message to print."""
+
+
+# prepare ----------------------------------------------------------------------
+
+
+def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
+    from .datasets.mimic import DATASET_PREFIXES
+
+    parser.add_argument("--dataset", required=True, choices=sorted(DATASET_PREFIXES), help="Dataset name.")
+    parser.add_argument("--dataset-dir", required=True, type=Path, help="Folder in the MIMIC layout.")
+    parser.add_argument("--output", required=True, type=Path, help="Folder for {train,dev,test}.spacy and report.json.")
+    parser.add_argument("--kb", type=Path, default=None, help="Folder for the KB (default: OUTPUT/kb).")
+    parser.add_argument("--embed-images", action="store_true", help="Store image bytes instead of paths.")
+    parser.add_argument("--limit", type=int, default=0, help="Keep only the first N records per split (0: all).")
+    parser.add_argument("--lang", default="en", help="Language code of the tokenizer (default: en).")
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    from .datasets.mimic import prepare_dataset
+
+    report = prepare_dataset(
+        args.dataset,
+        args.dataset_dir,
+        args.output,
+        args.kb if args.kb is not None else args.output / "kb",
+        nlp_lang=args.lang,
+        embed_images=args.embed_images,
+        limit=args.limit,
+    )
+    print(report.format_table())
+    return 0
+
+
+# make-demo --------------------------------------------------------------------
+
+
+def add_make_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", required=True, type=Path, help="Dataset folder to write.")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n-names", type=int, default=40, help="Distinct entity names.")
+    parser.add_argument("--entities-per-name", type=int, default=3, help="Entities sharing each name.")
+    parser.add_argument("--mentions-per-entity", type=int, default=12)
+
+
+def run_make_demo(args: argparse.Namespace) -> int:
+    from .datasets.demo import generate_demo_dataset
+
+    path = generate_demo_dataset(
+        args.output,
+        n_names=args.n_names,
+        entities_per_name=args.entities_per_name,
+        mentions_per_entity=args.mentions_per_entity,
+        seed=args.seed,
+    )
+    print(f"Demo dataset written to {path}")
+    return 0
+
+
+# make-tiny-clip ---------------------------------------------------------------
+
+
+def add_make_tiny_clip_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", required=True, type=Path, help="Folder for the CLIP checkpoint.")
+    parser.add_argument(
+        "--corpus-from", type=Path, default=None, metavar="DATASET_DIR",
+        help="Learn the BPE merges from this dataset's names, descriptions and sentences.",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run_make_tiny_clip(args: argparse.Namespace) -> int:
+    from .datasets.demo import make_demo_corpus_texts
+    from .ml.tiny_clip import build_tiny_clip
+
+    corpus = None
+    if args.corpus_from is not None:
+        if not args.corpus_from.is_dir():
+            raise CommandError(f"Dataset folder not found: {args.corpus_from}")
+        corpus = make_demo_corpus_texts(args.corpus_from)
+    path = build_tiny_clip(args.output, corpus=corpus, seed=args.seed)
+    print(f"Tiny CLIP written to {path}")
+    return 0
+
+
+# Dispatch ---------------------------------------------------------------------
+
+COMMANDS: Dict[str, Tuple[str, AddArguments, Run]] = {
+    "prepare": ("Convert a MIMIC-format dataset to .spacy files and a KB.", add_prepare_arguments, run_prepare),
+    "make-demo": ("Write the synthetic demo dataset.", add_make_demo_arguments, run_make_demo),
+    "make-tiny-clip": ("Write a tiny random CLIP checkpoint.", add_make_tiny_clip_arguments, run_make_tiny_clip),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """RETURNS (argparse.ArgumentParser): The parser with one subparser per command."""
+    parser = argparse.ArgumentParser(prog="python -m spacy_m3el", description="spaCy multimodal entity linking.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (help_text, add_arguments, run) in COMMANDS.items():
+        subparser = subparsers.add_parser(name, help=help_text, description=help_text)
+        add_arguments(subparser)
+        subparser.set_defaults(run=run)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run the command line.
+
+    argv (Optional[List[str]]): Arguments without the program name (default: ``sys.argv[1:]``).
+    RETURNS (int): The exit code.
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (CommandError, ValueError, OSError) as err:
+        print(f"Error: {err}", file=sys.stderr)
+        return 1
