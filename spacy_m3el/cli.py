@@ -100,12 +100,108 @@ def run_make_tiny_clip(args: argparse.Namespace) -> int:
     return 0
 
 
+# assets -----------------------------------------------------------------------
+
+
+def add_assets_arguments(parser: argparse.ArgumentParser) -> None:
+    from .datasets.mimic import DATASET_PREFIXES
+
+    parser.add_argument("--dataset", required=True, choices=sorted(DATASET_PREFIXES))
+    parser.add_argument("--dataset-dir", required=True, type=Path)
+    parser.add_argument("--encoder", required=True, help="CLIP hub name or local folder.")
+
+
+def run_assets(args: argparse.Namespace) -> int:
+    """Make sure the dataset and encoder exist; build them for the offline demo."""
+    from .datasets.demo import generate_demo_dataset, make_demo_corpus_texts
+    from .datasets.mimic import find_split_files
+    from .ml.tiny_clip import build_tiny_clip
+
+    if args.dataset == "demo":
+        if not (args.dataset_dir / "kb_entity.json").exists():
+            generate_demo_dataset(args.dataset_dir)
+            print(f"Generated the demo dataset in {args.dataset_dir}")
+    elif not args.dataset_dir.is_dir():
+        raise CommandError(
+            f"Dataset folder not found: {args.dataset_dir}. The MIMIC-format datasets cannot be "
+            "downloaded automatically; see the README section 'Real datasets' for where to get them."
+        )
+    find_split_files(args.dataset, args.dataset_dir)
+    encoder = Path(args.encoder)
+    if encoder.is_dir():
+        if not (encoder / "config.json").exists():
+            raise CommandError(f"{encoder} has no config.json: not a Hugging Face checkpoint folder.")
+        print(f"Encoder: local checkpoint {encoder}")
+    elif args.dataset == "demo":
+        build_tiny_clip(encoder, corpus=make_demo_corpus_texts(args.dataset_dir))
+        print(f"Built a tiny offline CLIP in {encoder}")
+    else:
+        print(f"Encoder: {args.encoder!r} will be loaded with from_pretrained at initialize (hub or cache).")
+    return 0
+
+
+# evaluate ---------------------------------------------------------------------
+
+
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", type=Path, help="Trained pipeline folder.")
+    parser.add_argument("data", type=Path, help=".spacy file with gold entities and images.")
+    parser.add_argument("--output", type=Path, default=None, help="Metrics JSON to write.")
+    parser.add_argument("--component", default=None, help="Name of the m3el_linker (if several).")
+    parser.add_argument("--batch-size", type=int, default=16, help="Mentions ranked at once.")
+    parser.add_argument("--entity-chunk-size", type=int, default=2048, help="Entities scored at once.")
+    parser.add_argument("--title", default="", help="Title of the printed table.")
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate_path, format_metrics
+
+    for path in (args.model, args.data):
+        if not path.exists():
+            raise CommandError(f"Not found: {path}")
+    metrics = evaluate_path(
+        args.model, args.data, args.output, component=args.component, batch_size=args.batch_size, entity_chunk_size=args.entity_chunk_size
+    )
+    print(format_metrics(metrics, args.title))
+    return 0
+
+
+# compare ----------------------------------------------------------------------
+
+
+def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", nargs="+", metavar="NAME=METRICS_JSON", help="Runs to put side by side.")
+    parser.add_argument("--output", type=Path, default=None, help="Write the table to this file too.")
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    import srsly
+
+    from .evaluation import format_comparison
+
+    runs = {}
+    for item in args.runs:
+        name, sep, path = item.partition("=")
+        if not sep or not Path(path).exists():
+            raise CommandError(f"Expected NAME=METRICS_JSON with an existing file, got {item!r}.")
+        runs[name] = srsly.read_json(path)
+    table = format_comparison(runs)
+    print(table)
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(table + "\n", encoding="utf8")
+    return 0
+
+
 # Dispatch ---------------------------------------------------------------------
 
 COMMANDS: Dict[str, Tuple[str, AddArguments, Run]] = {
     "prepare": ("Convert a MIMIC-format dataset to .spacy files and a KB.", add_prepare_arguments, run_prepare),
     "make-demo": ("Write the synthetic demo dataset.", add_make_demo_arguments, run_make_demo),
     "make-tiny-clip": ("Write a tiny random CLIP checkpoint.", add_make_tiny_clip_arguments, run_make_tiny_clip),
+    "assets": ("Check the dataset and encoder; build them for the demo.", add_assets_arguments, run_assets),
+    "evaluate": ("Rank gold entities among all KB entities; write metrics.", add_evaluate_arguments, run_evaluate),
+    "compare": ("Print metrics of several runs side by side.", add_compare_arguments, run_compare),
 }
 
 

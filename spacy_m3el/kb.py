@@ -223,10 +223,12 @@ def empty_kb(vocab: Vocab, entity_vector_length: int = 1) -> MultimodalKB:
     return MultimodalKB(vocab, entity_vector_length)
 
 
-def kb_from_file(kb_path: Union[str, Path]) -> Callable[[Vocab], MultimodalKB]:
+def kb_from_file(kb_path: Optional[Union[str, Path]]) -> Callable[[Vocab], MultimodalKB]:
     """Return a loader that reads a saved :class:`MultimodalKB` into a vocab."""
 
     def load(vocab: Vocab) -> MultimodalKB:
+        if kb_path is None:
+            raise ValueError("No knowledge base path given: set paths.kb (for example --paths.kb corpus/kb).")
         path = ensure_path(kb_path)
         if not path.exists():
             raise ValueError(f"Knowledge base folder not found: {path}")

@@ -22,7 +22,7 @@ class MultimodalCorpus:
 
     def __init__(
         self,
-        path: Union[str, Path],
+        path: Optional[Union[str, Path]],
         *,
         image_attr: str = DEFAULT_IMAGE_ATTR,
         limit: int = 0,
@@ -33,11 +33,14 @@ class MultimodalCorpus:
     ):
         install_image_extension(image_attr)
         self.image_attr = image_attr
+        self.path = path
         self.corpus = Corpus(
             path, limit=limit, gold_preproc=gold_preproc, max_length=max_length, augmenter=augmenter, shuffle=shuffle
         )
 
     def __call__(self, nlp: Language) -> Iterator[Example]:
+        if self.path is None:
+            raise ValueError("spacy_m3el.MultimodalCorpus.v1 needs a path (for example --paths.train corpus/train.spacy).")
         for eg in self.corpus(nlp):
             copy_image(eg.reference, eg.predicted, self.image_attr)
             yield eg

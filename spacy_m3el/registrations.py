@@ -199,7 +199,7 @@ def create_empty_kb_v1() -> Callable[[Vocab, int], MultimodalKB]:
 
 
 @registry.misc("spacy_m3el.KBFromFile.v1")
-def create_kb_from_file_v1(kb_path: Union[str, Path]) -> Callable[[Vocab], MultimodalKB]:
+def create_kb_from_file_v1(kb_path: Optional[Union[str, Path]]) -> Callable[[Vocab], MultimodalKB]:
     return kb_from_file(kb_path)
 
 
@@ -223,8 +223,6 @@ def create_multimodal_corpus_v1(
     augmenter: Optional[Callable] = None,
     shuffle: bool = False,
 ) -> MultimodalCorpus:
-    if path is None:
-        raise ValueError("spacy_m3el.MultimodalCorpus.v1 needs a path (for example --paths.train corpus/train.spacy).")
     return MultimodalCorpus(path, image_attr=image_attr, limit=limit, gold_preproc=gold_preproc, max_length=max_length, augmenter=augmenter, shuffle=shuffle)
 
 

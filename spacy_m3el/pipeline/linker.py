@@ -253,6 +253,42 @@ class M3ELLinker(TrainablePipe):
             rankings.append(_to_ranking([index.kb_ids[row] for row in rows], values))
         return rankings
 
+    def score_all_entities(self, spans: List[Span], images: List[object], entity_chunk_size: int = 2048) -> numpy.ndarray:
+        """Full M3EL scores of each span against every KB entity (the papers' protocol).
+
+        Entities are scored in chunks, so memory is bounded by
+        ``len(spans) * entity_chunk_size`` pairs, plus the ``[len(spans), N]`` result.
+
+        spans (List[Span]): The mentions.
+        images (List[Optional[PIL.Image]]): The image of each mention's doc.
+        RETURNS (numpy.ndarray[len(spans), N]): Scores, columns in ``entity_index.kb_ids`` order.
+        """
+        mentions = self._encode_mentions(spans, images)
+        index = self._entity_index()
+        n_spans, n_entities = len(spans), len(index)
+        scores = numpy.zeros((n_spans, n_entities), dtype="float32")
+        for start in range(0, n_entities, entity_chunk_size):
+            rows = list(range(start, min(start + entity_chunk_size, n_entities)))
+            n_rows = len(rows)
+            chunk = self._call(
+                "score",
+                mentions=mentions,
+                entities=take_rows(index.side, rows),
+                mention_index=numpy.repeat(numpy.arange(n_spans), n_rows),
+                entity_index=numpy.tile(numpy.arange(n_rows), n_spans),
+            )["score"]
+            scores[:, start : start + n_rows] = chunk.reshape(n_spans, n_rows)
+        return scores
+
+    @property
+    def entity_index(self) -> EntityIndex:
+        """Encoded entities of the whole KB, rebuilt when the weights or the KB change."""
+        return self._entity_index()
+
+    def load_images(self, docs: List[Doc]) -> Tuple[List[object], List[Optional[str]]]:
+        """Decoded images and image statuses of docs (None images if the model ignores images)."""
+        return self._doc_images(docs)
+
     def _call(self, task: str, **inputs) -> Dict[str, Any]:
         from ..ml.model import NetCall
 
