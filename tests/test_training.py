@@ -1,0 +1,81 @@
+"""`spacy train` with the shipped configs, and the project workflow end to end."""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import spacy
+import srsly
+
+from spacy_m3el.datasets.demo import generate_demo_dataset
+from spacy_m3el.datasets.mimic import prepare_dataset
+
+ROOT = Path(__file__).parent.parent
+SMALL_DEMO = {"n_names": 4, "entities_per_name": 2, "mentions_per_entity": 6}
+
+
+def run(args, cwd):
+    result = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, env=offline_env())
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def offline_env():
+    import os
+
+    env = dict(os.environ)
+    env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    return env
+
+
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory, tiny_clip):
+    root = tmp_path_factory.mktemp("small")
+    generate_demo_dataset(root / "demo", seed=1, **SMALL_DEMO)
+    prepare_dataset("demo", root / "demo", root / "corpus", root / "corpus" / "kb")
+    return root
+
+
+@pytest.mark.parametrize("config", ["demo.cfg", "m3el.cfg"])
+def test_configs_are_valid(config):
+    run(["-m", "spacy", "debug", "config", str(ROOT / "configs" / config)], cwd=ROOT)
+
+
+def test_spacy_train_runs_a_few_steps(small_corpus, tiny_clip):
+    out = small_corpus / "training"
+    corpus = small_corpus / "corpus"
+    run(
+        [
+            "-m", "spacy", "train", str(ROOT / "configs" / "demo.cfg"), "--output", str(out),
+            "--paths.train", str(corpus / "train.spacy"), "--paths.dev", str(corpus / "dev.spacy"),
+            "--paths.kb", str(corpus / "kb"), "--paths.encoder", tiny_clip,
+            "--training.max_steps", "6", "--training.eval_frequency", "3",
+        ],
+        cwd=small_corpus,
+    )
+    nlp = spacy.load(out / "model-best")
+    meta = srsly.read_json(out / "model-best" / "meta.json")
+    assert "nel_mrr" in meta["performance"]
+    linker = nlp.get_pipe("m3el_linker")
+    assert len(linker.kb) == SMALL_DEMO["n_names"] * SMALL_DEMO["entities_per_name"]
+
+
+def test_project_workflow_end_to_end(tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(ROOT / "project.yml", project)
+    shutil.copytree(ROOT / "configs", project / "configs")
+    config = (project / "configs" / "demo.cfg").read_text()
+    config = config.replace("max_steps = 1000", "max_steps = 4").replace("eval_frequency = 100", "eval_frequency = 2")
+    (project / "configs" / "demo.cfg").write_text(config)
+    generate_demo_dataset(project / "assets" / "demo", seed=2, **SMALL_DEMO)
+    out = run(["-m", "spacy", "project", "run", "all", str(project)], cwd=project)
+    assert "Built a tiny offline CLIP" in out
+    assert (project / "training" / "model-best").is_dir()
+    for name in ("demo", "demo-text-only"):
+        metrics = srsly.read_json(project / "metrics" / f"{name}.json")
+        assert metrics["n_mentions"] > 0
+        for key in ("mrr", "hits@1", "hits@3", "hits@5", "hits@10", "hits@20", "mean_rank"):
+            assert key in metrics
+    assert "text-only" in (project / "metrics" / "demo-comparison.txt").read_text()
