@@ -10,13 +10,16 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 from urllib.parse import unquote
 
+import numpy
 import srsly
 from spacy.kb import Candidate, InMemoryLookupKB
 from spacy.tokens import Span
 from spacy.util import ensure_path
 from spacy.vocab import Vocab
 
-ImageRef = Union[str, bytes]
+from .images import normalize_image_value
+
+ImageRef = Union[str, bytes, numpy.ndarray]
 RECORDS_FILE = "m3el_entities.msgpack"
 
 
@@ -28,7 +31,8 @@ class EntityRecord:
     name (str): The entity name.
     description (str): A description or attribute text.
     images (Tuple[ImageRef, ...]): Image paths (absolute, or relative to the KB's
-        ``image_root``) or encoded image bytes. May be empty.
+        ``image_root``), encoded image bytes or uint8 arrays (PIL images are
+        stored as arrays). May be empty.
     """
 
     kb_id: str
@@ -86,7 +90,8 @@ class MultimodalKB(InMemoryLookupKB):
             vector = [0.0] * self.entity_vector_length
         self.add_entity(kb_id, float(freq), list(vector))
         self._freqs[kb_id] = float(freq)
-        self._records[kb_id] = EntityRecord(kb_id, str(name), str(description or ""), tuple(images))
+        stored = tuple(normalize_image_value(image) for image in images if image is not None)
+        self._records[kb_id] = EntityRecord(kb_id, str(name), str(description or ""), stored)
 
     def get_record(self, kb_id: str) -> EntityRecord:
         """Return the record of an entity. RAISES (KeyError) if unknown."""
@@ -119,7 +124,10 @@ class MultimodalKB(InMemoryLookupKB):
             for part in (record.kb_id, record.name, record.description):
                 digest.update(part.encode("utf8") + b"\0")
             for ref in record.images:
-                digest.update(ref if isinstance(ref, bytes) else ref.encode("utf8"))
+                if isinstance(ref, numpy.ndarray):
+                    digest.update(str(ref.shape).encode("utf8") + ref.tobytes())
+                else:
+                    digest.update(ref if isinstance(ref, bytes) else ref.encode("utf8"))
                 digest.update(b"\1")
         digest.update(str(self.image_root).encode("utf8"))
         return digest.hexdigest()
