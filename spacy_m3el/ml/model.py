@@ -4,6 +4,7 @@ The Thinc model takes a :class:`NetCall` (a task name and its numpy inputs)
 and returns numpy outputs. For the ``"loss"`` task the backward pass starts
 from the loss itself, so ``backprop`` needs no output gradient.
 """
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
@@ -41,6 +42,25 @@ def build_m3el_model(net) -> Model:
 def get_net(model: Model):
     """The M3ELNet inside a model built by :func:`build_m3el_model`."""
     return model.layers[0].shims[0]._model
+
+
+@contextmanager
+def deterministic_torch():
+    """Use torch's deterministic kernels inside the block, then restore the setting.
+
+    Some CPU backward kernels (in CLIP's text tower) accumulate in an order
+    that depends on thread scheduling; without this, two trainings with the
+    same seed end with different weights.
+    """
+    import torch
+
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
 
 
 def rehome_parameters(model: Model) -> None:

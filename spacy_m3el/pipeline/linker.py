@@ -376,10 +376,11 @@ class M3ELLinker(TrainablePipe):
         batch = self._training_batch(examples)
         if batch is None:
             return losses
-        from ..ml.model import NetCall
+        from ..ml.model import NetCall, deterministic_torch
 
-        outputs, backprop = self.model.begin_update(NetCall("loss", batch))
-        backprop(None)
+        with deterministic_torch():
+            outputs, backprop = self.model.begin_update(NetCall("loss", batch))
+            backprop(None)
         if sgd is not None:
             self.finish_update(sgd)
         losses[self.name] += float(outputs["loss"])

@@ -212,3 +212,14 @@ def test_docs_are_valid_after_linking(trained_nlp):
     doc = trained_nlp(make_doc(trained_nlp, "Q5", color_image(ENTITIES[4][3])))
     assert isinstance(doc, Doc)
     assert [t.ent_kb_id_ for t in doc.ents[0]] == [doc.ents[0].kb_id_]
+
+
+def test_training_twice_with_the_same_seed_gives_the_same_weights(build_nlp):
+    import torch
+
+    states = []
+    for _ in range(2):
+        nlp = build_nlp()
+        train(nlp, make_examples(nlp), steps=5)
+        states.append(nlp.get_pipe("m3el_linker").net.state_dict())
+    assert all(torch.equal(states[0][key], states[1][key]) for key in states[0])
