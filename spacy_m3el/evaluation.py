@@ -53,7 +53,7 @@ def exhaustive_ranks(
     Memory is bounded by ``batch_size`` x KB size scores at a time.
     RETURNS (Tuple[List[int], Counter]): the ranks and the mentions' image statuses.
     """
-    index = linker.entity_index
+    cache = linker.entity_cache
     ranks: List[int] = []
     statuses: Counter = Counter()
     for start in range(0, len(spans), batch_size):
@@ -63,7 +63,7 @@ def exhaustive_ranks(
         statuses.update((status or "unused").split(":")[0] for status in image_statuses)
         scores = linker.score_all_entities(batch, images, entity_chunk_size=entity_chunk_size)
         for row, gold in zip(scores, gold_ids[start : start + batch_size]):
-            ranks.append(rank_of_gold(row, index.rows[gold]))
+            ranks.append(rank_of_gold(row, cache.rows[gold]))
     return ranks, statuses
 
 

@@ -13,7 +13,7 @@ def test_ranks_match_hand_computed_scores(build_nlp, monkeypatch):
     linker = nlp.get_pipe("m3el_linker")
     examples = make_examples(nlp, per_entity=1)[:3]  # golds Q1, Q2, Q3
     spans, gold_ids, _ = gold_mentions(examples, linker)
-    kb_ids = linker.entity_index.kb_ids
+    kb_ids = linker.entity_cache.kb_ids
     assert kb_ids == [e[0] for e in ENTITIES]
     # Gold Q1 best (rank 1); gold Q2 tied with two others (rank 3, ties count against
     # the model); gold Q3 below four entities (rank 5).

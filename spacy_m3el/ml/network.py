@@ -117,7 +117,10 @@ class M3ELNet(nn.Module):
         text_t = self.norm_text_tokens(out.text_tokens)
         image_g = self.norm_image_global(self.image_global_fc(out.image_global))
         image_t = self.norm_image_tokens(self.image_tokens_fc(out.image_tokens))
-        side: Side = {"has_image": out.has_image, "retrieval.text": text_g}
+        side: Side = {"has_image": out.has_image}
+        if self.text_unit is None:
+            # Retrieval still needs a text vector when the text unit is switched off.
+            side["retrieval.text"] = text_g
         for prefix, unit, args in (
             ("text", self.text_unit, (text_g, text_t, out.text_mask)),
             ("image", self.image_unit, (image_g, image_t, torch.ones_like(image_t[..., 0], dtype=torch.bool))),
@@ -128,8 +131,6 @@ class M3ELNet(nn.Module):
         if self.cross_unit is not None:
             contexts = self.cross_unit.side(text_g, text_t, out.text_mask, image_g, image_t, self.units.t2v, self.units.v2t)
             side.update({f"cross.{key}": value for key, value in contexts.items()})
-        if self.units.image:
-            side["retrieval.image"] = image_g
         return side
 
     # Scores ----------------------------------------------------------------

@@ -19,10 +19,11 @@ from thinc.api import Model
 from ..images import STATUS_ATTR, copy_image, install_image_extension
 from ..kb import MultimodalKB
 from ..scoring import CANDIDATES_ATTR
-from .entity_index import EntityIndex, SideArrays, concat_sides, retrieval_vectors, take_rows
+from .entity_cache import EntityCache, SideArrays, concat_sides, retrieval_vectors
 from .inputs import ImageCache, entity_text, load_doc_images, load_entity_image, mention_text
 
 logger = logging.getLogger("spacy_m3el")
+CACHE_FILE = "entity_cache.safetensors"
 Ranking = List[Tuple[str, float]]
 
 
@@ -60,7 +61,11 @@ class M3ELLinker(TrainablePipe):
         object that ``from_disk`` fills.
     image_attr (str): Name of the Doc extension holding the image.
     max_context_tokens (int): Context window (spaCy tokens) of a mention.
-    entity_batch_size (int): Entities encoded per batch when indexing the KB.
+    entity_batch_size (int): Entities encoded per batch when building the entity cache.
+    entity_cache_precision (str): "int8" (default), "float16" or "float32" storage of
+        the cached entity features.
+    save_entity_cache (bool): Save the entity cache with the pipeline (when it is
+        up to date), so a loaded pipeline does not re-encode the KB.
     image_cache_size (int): Decoded images kept in memory.
     ignore_missing_gold (bool): In training, skip (and count) mentions whose
         gold ID is not in the KB instead of raising an error.
@@ -86,6 +91,8 @@ class M3ELLinker(TrainablePipe):
         image_attr: str = "image",
         max_context_tokens: int = 64,
         entity_batch_size: int = 64,
+        entity_cache_precision: str = "int8",
+        save_entity_cache: bool = True,
         image_cache_size: int = 512,
         ignore_missing_gold: bool = False,
         scorer: Optional[Callable] = None,
@@ -107,14 +114,18 @@ class M3ELLinker(TrainablePipe):
         self.image_attr = image_attr
         self.max_context_tokens = max_context_tokens
         self.entity_batch_size = entity_batch_size
+        if entity_cache_precision not in ("int8", "float16", "float32"):
+            raise ValueError(f"{name}: entity_cache_precision must be int8, float16 or float32, got {entity_cache_precision!r}.")
+        self.entity_cache_precision = entity_cache_precision
+        self.save_entity_cache = save_entity_cache
         self.ignore_missing_gold = ignore_missing_gold
         self.use_gold_ents = use_gold_ents
         self.cfg: Dict[str, Any] = {"overwrite": overwrite}
         self.kb: MultimodalKB = generate_empty_kb(vocab, 1)
         self.scorer = self._wrap_scorer(scorer)
         self._images = ImageCache(image_cache_size)
-        self._index: Optional[EntityIndex] = None
-        self._index_key: Optional[Tuple[int, int, int]] = None
+        self._cache: Optional[EntityCache] = None
+        self._cache_key: Optional[Tuple[int, int, int]] = None
         self._model_version = 0
         self.skipped_missing_gold = 0
         install_image_extension(image_attr)
@@ -134,7 +145,6 @@ class M3ELLinker(TrainablePipe):
                 "spacy_m3el.kb.MultimodalKB or load it with spacy_m3el.KBFromFile.v1."
             )
         self.kb = kb
-        self._index = None
 
     def validate_kb(self) -> None:
         if self.kb is None:
@@ -221,18 +231,18 @@ class M3ELLinker(TrainablePipe):
         return load_doc_images(docs, self.image_attr, self._images, self.name)
 
     def _rank(self, spans: List[Span], images: List[object]) -> List[Ranking]:
-        """Candidates (alias + nearest) for each span, reranked with the full M3EL score."""
+        """Stage 1: alias candidates plus the top_k nearest entities. Stage 2: rerank with the full score."""
         mentions = self._encode_mentions(spans, images)
-        index = self._entity_index()
+        cache = self.entity_cache
         alias_candidates = self.get_candidates_batch(self.kb, spans)
-        nearest = index.nearest(retrieval_vectors(mentions), self.top_k)
+        nearest = cache.nearest(retrieval_vectors(mentions, query=True), self.top_k)
         rows_per_span = []
         for aliases, near in zip(alias_candidates, nearest):
-            rows = index.rows_of(c.entity_ for c in aliases)
+            rows = cache.rows_of(c.entity_ for c in aliases)
             rows_per_span.append(list(dict.fromkeys(rows + list(near))))
-        return self._rerank(mentions, index, rows_per_span)
+        return self._rerank(mentions, cache, rows_per_span)
 
-    def _rerank(self, mentions: SideArrays, index: EntityIndex, rows_per_span: List[List[int]]) -> List[Ranking]:
+    def _rerank(self, mentions: SideArrays, cache: EntityCache, rows_per_span: List[List[int]]) -> List[Ranking]:
         unique_rows = sorted({row for rows in rows_per_span for row in rows})
         if not unique_rows:
             return [[] for _ in rows_per_span]
@@ -242,7 +252,7 @@ class M3ELLinker(TrainablePipe):
         scores = self._call(
             "score",
             mentions=mentions,
-            entities=take_rows(index.side, unique_rows),
+            entities=cache.side_rows(unique_rows),
             mention_index=mention_index,
             entity_index=entity_index,
         )["score"]
@@ -250,7 +260,7 @@ class M3ELLinker(TrainablePipe):
         for rows in rows_per_span:
             values = scores[start : start + len(rows)]
             start += len(rows)
-            rankings.append(_to_ranking([index.kb_ids[row] for row in rows], values))
+            rankings.append(_to_ranking([cache.kb_ids[row] for row in rows], values))
         return rankings
 
     def score_all_entities(self, spans: List[Span], images: List[object], entity_chunk_size: int = 2048) -> numpy.ndarray:
@@ -261,11 +271,11 @@ class M3ELLinker(TrainablePipe):
 
         spans (List[Span]): The mentions.
         images (List[Optional[PIL.Image]]): The image of each mention's doc.
-        RETURNS (numpy.ndarray[len(spans), N]): Scores, columns in ``entity_index.kb_ids`` order.
+        RETURNS (numpy.ndarray[len(spans), N]): Scores, columns in ``entity_cache.kb_ids`` order.
         """
         mentions = self._encode_mentions(spans, images)
-        index = self._entity_index()
-        n_spans, n_entities = len(spans), len(index)
+        cache = self.entity_cache
+        n_spans, n_entities = len(spans), len(cache)
         scores = numpy.zeros((n_spans, n_entities), dtype="float32")
         for start in range(0, n_entities, entity_chunk_size):
             rows = list(range(start, min(start + entity_chunk_size, n_entities)))
@@ -273,7 +283,7 @@ class M3ELLinker(TrainablePipe):
             chunk = self._call(
                 "score",
                 mentions=mentions,
-                entities=take_rows(index.side, rows),
+                entities=cache.side_rows(rows),
                 mention_index=numpy.repeat(numpy.arange(n_spans), n_rows),
                 entity_index=numpy.tile(numpy.arange(n_rows), n_spans),
             )["score"]
@@ -281,9 +291,52 @@ class M3ELLinker(TrainablePipe):
         return scores
 
     @property
-    def entity_index(self) -> EntityIndex:
-        """Encoded entities of the whole KB, rebuilt when the weights or the KB change."""
-        return self._entity_index()
+    def entity_cache(self) -> EntityCache:
+        """Every KB entity encoded with the current weights (built or checked on first use).
+
+        A cache loaded with the pipeline is used only if its fingerprints match
+        the current weights and KB; otherwise it is rebuilt, with a warning.
+        """
+        key = (self._model_version, id(self.kb), len(self.kb))
+        if self._cache is not None and self._cache_key == key:
+            return self._cache
+        model_fp, kb_fp = self.model_fingerprint(), self.kb.fingerprint()
+        if self._cache is not None and self._cache.matches(model_fp, kb_fp):
+            self._cache_key = key
+            return self._cache
+        if self._cache is not None and self._cache_key is None:
+            stale = "weights" if self._cache.model_fingerprint != model_fp else "knowledge base"
+            logger.warning("%s: the saved entity cache does not match the current %s; re-encoding the KB.", self.name, stale)
+        self._cache = self.build_entity_cache(model_fp, kb_fp)
+        self._cache_key = key
+        return self._cache
+
+    def model_fingerprint(self) -> str:
+        """A hash of the network's weights."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.net.state_dict().items()):
+            digest.update(name.encode("utf8"))
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
+
+    def build_entity_cache(self, model_fingerprint: Optional[str] = None, kb_fingerprint: Optional[str] = None) -> EntityCache:
+        """Encode every KB entity (first image of each) with the current weights."""
+        records = list(self.kb.records())
+        needs_images = self.net.units.needs_images
+        images = [load_entity_image(self.kb, r, self._images) if needs_images else None for r in records]
+        unreadable = sum(1 for r, image in zip(records, images) if needs_images and r.images and image is None)
+        if unreadable:
+            logger.warning("%s: %d entity images could not be read; those entities are encoded from text only.", self.name, unreadable)
+        side = self._encode("entity", [entity_text(r) for r in records], images)
+        return EntityCache.from_side(
+            [r.kb_id for r in records],
+            side,
+            self.entity_cache_precision,
+            model_fingerprint or self.model_fingerprint(),
+            kb_fingerprint or self.kb.fingerprint(),
+        )
 
     def load_images(self, docs: List[Doc]) -> Tuple[List[object], List[Optional[str]]]:
         """Decoded images and image statuses of docs (None images if the model ignores images)."""
@@ -305,24 +358,6 @@ class M3ELLinker(TrainablePipe):
             features = self.net.encoder.featurize(texts[start : start + size], images[start : start + size])
             parts.append(self._call("encode", role=role, features=features))
         return concat_sides(parts)
-
-    def _entity_index(self) -> EntityIndex:
-        key = (id(self.kb), len(self.kb), self._model_version)
-        if self._index is None or self._index_key != key:
-            self._index = self.build_entity_index()
-            self._index_key = key
-        return self._index
-
-    def build_entity_index(self) -> EntityIndex:
-        """Encode every KB entity (first image of each) with the current weights."""
-        records = list(self.kb.records())
-        needs_images = self.net.units.needs_images
-        images = [load_entity_image(self.kb, r, self._images) if needs_images else None for r in records]
-        unreadable = sum(1 for r, image in zip(records, images) if needs_images and r.images and image is None)
-        if unreadable:
-            logger.warning("%s: %d entity images could not be read; those entities are encoded from text only.", self.name, unreadable)
-        side = self._encode("entity", [entity_text(r) for r in records], images)
-        return EntityIndex([r.kb_id for r in records], side)
 
     # Annotation -------------------------------------------------------------
 
@@ -511,10 +546,22 @@ class M3ELLinker(TrainablePipe):
             "cfg": lambda p: srsly.write_json(p, self.cfg),
             "kb": lambda p: self.kb.to_disk(p),
             "model": lambda p: self.model.to_disk(p),
+            CACHE_FILE: self._save_cache,
         }
         if "vocab" not in exclude:
             serialize["vocab"] = lambda p: self.vocab.to_disk(p, exclude=exclude)
         util.to_disk(path, serialize, exclude)
+
+    def _save_cache(self, path: Path) -> None:
+        """Write the entity cache if it is up to date (never compute it just to save it)."""
+        current = self._cache is not None and self._cache_key == (self._model_version, id(self.kb), len(self.kb))
+        if self.save_entity_cache and current:
+            self._cache.to_disk(path)
+
+    def _load_cache(self, path: Path) -> None:
+        # Checked against the weights and KB on first use (see entity_cache).
+        self._cache = EntityCache.from_disk(path) if path.exists() else None
+        self._cache_key = None
 
     def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> "M3ELLinker":
         path = util.ensure_path(path)
@@ -528,6 +575,7 @@ class M3ELLinker(TrainablePipe):
             "cfg": lambda p: self.cfg.update(srsly.read_json(p)),
             "kb": lambda p: self._load_kb(lambda kb: kb.from_disk(p)),
             "model": lambda p: self._load_model(lambda: self.model.from_bytes(p.read_bytes())),
+            CACHE_FILE: self._load_cache,
         }
         if "vocab" not in exclude:
             deserialize["vocab"] = lambda p: self.vocab.from_disk(p, exclude=exclude)
@@ -538,7 +586,6 @@ class M3ELLinker(TrainablePipe):
         kb = self.generate_empty_kb(self.vocab, 1)
         fill(kb)
         self.kb = kb
-        self._index = None
 
     def _load_model(self, load: Callable[[], Any]) -> None:
         try:

@@ -1,0 +1,208 @@
+"""The entity feature cache: every KB entity encoded once, stored compactly.
+
+Linking a mention needs, for each candidate entity, its side of the M3EL
+score (global vectors, projected token queries, cross-modal contexts). They
+depend only on the weights and the KB, so they are computed once and kept in
+a compact form: token queries and vectors as int8 with one float16 scale per
+vector (or float16/float32), padding masks as lengths. The cache records
+fingerprints of the weights and the KB it was computed from; a cache whose
+fingerprints do not match is never used.
+
+Stage 1 of linking (retrieval) is a matrix product of mention vectors with
+the cache's retrieval matrix; stage 2 reranks the retrieved candidates with
+the full score, dequantizing only their rows.
+"""
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Union
+
+import numpy
+
+SideArrays = Dict[str, numpy.ndarray]
+PRECISIONS = ("int8", "float16", "float32")
+# The bi-encoder parts of the score, and their weight in it: the text and image
+# units are (G2G + G2L) / 2, so their global dot products count half.
+RETRIEVAL_PARTS = (("text.g", 0.5), ("retrieval.text", 1.0), ("image.g", 0.5), ("cross.t2v", 1.0), ("cross.v2t", 1.0))
+IMAGE_PARTS = ("image.g", "cross.t2v", "cross.v2t")
+CACHE_FORMAT = "spacy_m3el.entity_cache.v1"
+
+
+def concat_sides(parts: Sequence[SideArrays]) -> SideArrays:
+    """Concatenate side features of several batches along the item axis.
+
+    Token arrays of different lengths (texts are padded per batch) are padded
+    with zeros, which their boolean masks read as padding.
+    """
+    if len(parts) == 1:
+        return dict(parts[0])
+    merged: SideArrays = {}
+    for key in parts[0]:
+        arrays = [part[key] for part in parts]
+        if arrays[0].ndim >= 2:
+            length = max(a.shape[1] for a in arrays)
+            arrays = [_pad_axis1(a, length) for a in arrays]
+        merged[key] = numpy.concatenate(arrays)
+    return merged
+
+
+def _pad_axis1(array: numpy.ndarray, length: int) -> numpy.ndarray:
+    extra = length - array.shape[1]
+    if extra == 0:
+        return array
+    widths = [(0, 0)] * array.ndim
+    widths[1] = (0, extra)
+    return numpy.pad(array, widths)
+
+
+def take_rows(side: SideArrays, rows: Sequence[int]) -> SideArrays:
+    index = numpy.asarray(rows, dtype="int64")
+    return {key: value[index] for key, value in side.items()}
+
+
+def retrieval_vectors(side: SideArrays, query: bool = False) -> numpy.ndarray:
+    """Vectors whose dot products sum the bi-encoder parts of the M3EL score.
+
+    Image-dependent parts are zeroed for items without an image, so they count
+    only when both sides have one. Weights are applied on the query side only.
+    """
+    has_image = side["has_image"].astype("float32")[:, None]
+    parts = []
+    for key, weight in RETRIEVAL_PARTS:
+        if key in side:
+            vectors = side[key].astype("float32")
+            if key in IMAGE_PARTS:
+                vectors = vectors * has_image
+            parts.append(vectors * weight if query else vectors)
+    return numpy.ascontiguousarray(numpy.concatenate(parts, axis=1))
+
+
+def _quantize(array: numpy.ndarray) -> Dict[str, numpy.ndarray]:
+    scale = numpy.abs(array).max(axis=-1, keepdims=True) / 127.0
+    scale = numpy.where(scale == 0, 1.0, scale).astype("float16")
+    values = numpy.clip(numpy.rint(array / scale.astype("float32")), -127, 127).astype("int8")
+    return {"int8": values, "scale": scale}
+
+
+def encode_side(side: SideArrays, precision: str) -> Dict[str, numpy.ndarray]:
+    """Compact storage of side features: masks as lengths, floats at ``precision``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"Unknown entity cache precision {precision!r}; use one of {PRECISIONS}.")
+    stored: Dict[str, numpy.ndarray] = {}
+    for key, value in side.items():
+        if key.endswith(".mask"):
+            if value.size and not (numpy.diff(value.astype("int8"), axis=1) <= 0).all():
+                raise ValueError(f"{key} is not a right-padding mask; cannot store it as lengths.")
+            stored[f"{key}:len"] = value.sum(axis=1).astype("int32")
+            stored[f"{key}:width"] = numpy.array([value.shape[1]], dtype="int32")
+        elif value.dtype == bool:
+            stored[key] = value.astype("uint8")
+        elif precision == "int8":
+            for part, array in _quantize(value.astype("float32")).items():
+                stored[f"{key}:{part}"] = array
+        else:
+            stored[key] = value.astype(precision)
+    return stored
+
+
+def decode_rows(stored: Dict[str, numpy.ndarray], rows: Optional[Sequence[int]] = None) -> SideArrays:
+    """Float32 side features of some rows (all rows if ``rows`` is None)."""
+    index = slice(None) if rows is None else numpy.asarray(rows, dtype="int64")
+    side: SideArrays = {}
+    for name, value in stored.items():
+        key, _, part = name.partition(":")
+        if part in ("scale", "width"):
+            continue
+        if part == "len":
+            width = int(stored[f"{key}:width"][0])
+            side[key] = numpy.arange(width)[None, :] < value[index][:, None]
+        elif part == "int8":
+            side[key] = value[index].astype("float32") * stored[f"{key}:scale"][index].astype("float32")
+        elif key == "has_image":
+            side[key] = value[index].astype(bool)
+        else:
+            side[key] = value[index].astype("float32")
+    return side
+
+
+class EntityCache:
+    """Encoded entity sides of a whole KB, with a retrieval matrix.
+
+    kb_ids (List[str]): one row per entity, in KB order.
+    stored (Dict[str, numpy.ndarray]): compact side features (see :func:`encode_side`).
+    precision (str): "int8", "float16" or "float32".
+    model_fingerprint (str): fingerprint of the weights the features come from.
+    kb_fingerprint (str): fingerprint of the KB they come from.
+    """
+
+    def __init__(self, kb_ids: List[str], stored: Dict[str, numpy.ndarray], precision: str, model_fingerprint: str, kb_fingerprint: str):
+        self.kb_ids = list(kb_ids)
+        self.stored = stored
+        self.precision = precision
+        self.model_fingerprint = model_fingerprint
+        self.kb_fingerprint = kb_fingerprint
+        self.rows = {kb_id: i for i, kb_id in enumerate(self.kb_ids)}
+        self.vectors = retrieval_vectors(self.side_rows(None)) if self.kb_ids else numpy.zeros((0, 0), "float32")
+
+    @classmethod
+    def from_side(cls, kb_ids: List[str], side: SideArrays, precision: str, model_fingerprint: str, kb_fingerprint: str) -> "EntityCache":
+        return cls(kb_ids, encode_side(side, precision), precision, model_fingerprint, kb_fingerprint)
+
+    def __len__(self) -> int:
+        return len(self.kb_ids)
+
+    def matches(self, model_fingerprint: str, kb_fingerprint: str) -> bool:
+        return self.model_fingerprint == model_fingerprint and self.kb_fingerprint == kb_fingerprint
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of stored features (excluding the in-memory retrieval matrix)."""
+        return int(sum(value.nbytes for value in self.stored.values()))
+
+    @property
+    def bytes_per_entity(self) -> float:
+        return self.nbytes / max(1, len(self))
+
+    def side_rows(self, rows: Optional[Sequence[int]]) -> SideArrays:
+        return decode_rows(self.stored, rows)
+
+    def rows_of(self, kb_ids: Iterable[str]) -> List[int]:
+        return [self.rows[kb_id] for kb_id in kb_ids if kb_id in self.rows]
+
+    def nearest(self, query_vectors: numpy.ndarray, k: int) -> List[List[int]]:
+        """Rows of the k entities with the highest retrieval score for each query."""
+        import torch
+
+        if k <= 0 or len(self) == 0:
+            return [[] for _ in range(query_vectors.shape[0])]
+        scores = torch.from_numpy(query_vectors) @ torch.from_numpy(self.vectors).T
+        return torch.topk(scores, min(k, len(self)), dim=1).indices.tolist()
+
+    # Serialization ----------------------------------------------------------
+
+    def to_disk(self, path: Union[str, Path]) -> None:
+        from safetensors.numpy import save_file
+
+        metadata = {
+            "format": CACHE_FORMAT,
+            "precision": self.precision,
+            "model_fingerprint": self.model_fingerprint,
+            "kb_fingerprint": self.kb_fingerprint,
+        }
+        tensors = dict(self.stored)
+        tensors["kb_ids"] = numpy.frombuffer("\n".join(self.kb_ids).encode("utf8"), dtype="uint8").copy()
+        save_file(tensors, str(path), metadata=metadata)
+
+    @classmethod
+    def from_disk(cls, path: Union[str, Path]) -> "EntityCache":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="numpy") as handle:
+                metadata = handle.metadata() or {}
+                if metadata.get("format") != CACHE_FORMAT:
+                    raise ValueError(f"unknown format {metadata.get('format')!r}")
+                tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+        except Exception as err:
+            raise ValueError(f"The entity cache {path} cannot be read ({err}). Delete it; it is rebuilt when needed.") from err
+        text = tensors.pop("kb_ids").tobytes().decode("utf8")
+        kb_ids = text.split("\n") if text else []
+        return cls(kb_ids, tensors, metadata["precision"], metadata["model_fingerprint"], metadata["kb_fingerprint"])
