@@ -193,6 +193,39 @@ def run_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+# build-cache ------------------------------------------------------------------
+
+
+def add_build_cache_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", type=Path, help="Pipeline folder; the cache is written into it.")
+    parser.add_argument("--component", default=None, help="Name of the m3el_linker (if several).")
+
+
+def run_build_cache(args: argparse.Namespace) -> int:
+    """Encode every KB entity once and store the cache in the pipeline folder."""
+    import time
+
+    import spacy
+
+    from .evaluation import find_linker
+    from .pipeline.linker import CACHE_FILE
+
+    if not args.model.is_dir():
+        raise CommandError(f"Pipeline folder not found: {args.model}")
+    nlp = spacy.load(args.model)
+    linker = find_linker(nlp, args.component)
+    start = time.perf_counter()
+    cache = linker.entity_cache
+    seconds = time.perf_counter() - start
+    target = args.model / linker.name / CACHE_FILE
+    cache.to_disk(target)
+    print(
+        f"Entity cache: {len(cache)} entities, {cache.precision}, {cache.bytes_per_entity:.0f} bytes per entity, "
+        f"{seconds:.1f} s (0 s if the saved cache was current) -> {target}"
+    )
+    return 0
+
+
 # Dispatch ---------------------------------------------------------------------
 
 COMMANDS: Dict[str, Tuple[str, AddArguments, Run]] = {
@@ -201,6 +234,7 @@ COMMANDS: Dict[str, Tuple[str, AddArguments, Run]] = {
     "make-tiny-clip": ("Write a tiny random CLIP checkpoint.", add_make_tiny_clip_arguments, run_make_tiny_clip),
     "assets": ("Check the dataset and encoder; build them for the demo.", add_assets_arguments, run_assets),
     "evaluate": ("Rank gold entities among all KB entities; write metrics.", add_evaluate_arguments, run_evaluate),
+    "build-cache": ("Encode the KB once and save the entity cache with the pipeline.", add_build_cache_arguments, run_build_cache),
     "compare": ("Print metrics of several runs side by side.", add_compare_arguments, run_compare),
 }
 

@@ -312,10 +312,10 @@ class M3ELLinker(TrainablePipe):
         return self._cache
 
     def model_fingerprint(self) -> str:
-        """A hash of the network's weights."""
+        """A hash of the network's weights and enabled units."""
         import hashlib
 
-        digest = hashlib.sha256()
+        digest = hashlib.sha256(repr(self.net.units).encode("utf8"))
         for name, tensor in sorted(self.net.state_dict().items()):
             digest.update(name.encode("utf8"))
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
@@ -532,7 +532,7 @@ class M3ELLinker(TrainablePipe):
     def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = tuple()) -> "M3ELLinker":
         self._validate_serialization_attrs()
         deserialize = {
-            "cfg": lambda b: self.cfg.update(srsly.json_loads(b)),
+            "cfg": lambda b: self._load_cfg(lambda: srsly.json_loads(b)),
             "kb": lambda b: self._load_kb(lambda kb: kb.from_bytes(b)),
             "model": lambda b: self._load_model(lambda: self.model.from_bytes(b)),
         }
@@ -560,8 +560,12 @@ class M3ELLinker(TrainablePipe):
 
     def _load_cache(self, path: Path) -> None:
         # Checked against the weights and KB on first use (see entity_cache).
-        self._cache = EntityCache.from_disk(path) if path.exists() else None
-        self._cache_key = None
+        self._cache, self._cache_key = None, None
+        if path.exists():
+            try:
+                self._cache = EntityCache.from_disk(path)
+            except ValueError as err:
+                logger.warning("%s: ignoring the saved entity cache, it is rebuilt when needed: %s", self.name, err)
 
     def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> "M3ELLinker":
         path = util.ensure_path(path)
@@ -572,7 +576,7 @@ class M3ELLinker(TrainablePipe):
                     "was not saved completely; save it again with nlp.to_disk()."
                 )
         deserialize = {
-            "cfg": lambda p: self.cfg.update(srsly.read_json(p)),
+            "cfg": lambda p: self._load_cfg(lambda: srsly.read_json(p)),
             "kb": lambda p: self._load_kb(lambda kb: kb.from_disk(p)),
             "model": lambda p: self._load_model(lambda: self.model.from_bytes(p.read_bytes())),
             CACHE_FILE: self._load_cache,
@@ -584,14 +588,24 @@ class M3ELLinker(TrainablePipe):
 
     def _load_kb(self, fill: Callable[[MultimodalKB], Any]) -> None:
         kb = self.generate_empty_kb(self.vocab, 1)
-        fill(kb)
+        try:
+            fill(kb)
+        except Exception as err:  # spaCy's KB reader fails in many ways on corrupt files
+            raise ValueError(f"{self.name}: the knowledge base is corrupt and cannot be loaded ({type(err).__name__}: {err}).") from err
         self.kb = kb
+
+    def _load_cfg(self, read: Callable[[], Dict[str, Any]]) -> None:
+        try:
+            cfg = read()
+        except ValueError as err:
+            raise ValueError(f"{self.name}: the component settings file 'cfg' is corrupt ({err}).") from err
+        self.cfg.update(cfg)
 
     def _load_model(self, load: Callable[[], Any]) -> None:
         try:
             load()
-        except (ValueError, KeyError, TypeError) as err:
-            raise ValueError(f"{self.name}: cannot load the model: {err}") from err
+        except Exception as err:
+            raise ValueError(f"{self.name}: the model weights cannot be loaded ({type(err).__name__}: {err}).") from err
         self._model_changed()
 
 
