@@ -85,3 +85,16 @@ def train(nlp: Language, examples: List[Example], steps: int = 60) -> List[float
         losses = nlp.update(examples, sgd=optimizer)
         history.append(losses["m3el_linker"])
     return history
+
+
+def trained_pipeline(tiny_clip: str, steps: int = 10) -> Language:
+    """A blank pipeline with an m3el_linker trained for a few steps on the image-decisive KB."""
+    from thinc.api import fix_random_seed
+
+    fix_random_seed(0)
+    nlp = spacy.blank("en")
+    nlp.add_pipe("m3el_linker", config=linker_config(tiny_clip)).set_kb(create_kb)
+    examples = make_examples(nlp)
+    nlp.initialize(lambda: examples)
+    train(nlp, examples, steps=steps)
+    return nlp

@@ -3,7 +3,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy
 import torch
@@ -207,19 +207,3 @@ class CLIPEncoder(nn.Module):
             image_tokens=image_tokens,
             has_image=has_image.bool(),
         )
-
-
-def stack_featurized(parts: List[Dict[str, numpy.ndarray]]) -> Dict[str, numpy.ndarray]:
-    """Concatenate featurized batches (padding token arrays to the longest)."""
-    length = max(p["input_ids"].shape[1] for p in parts)
-
-    def pad(array: numpy.ndarray, value: int) -> numpy.ndarray:
-        extra = length - array.shape[1]
-        return numpy.pad(array, ((0, 0), (0, extra)), constant_values=value) if extra else array
-
-    return {
-        "input_ids": numpy.concatenate([pad(p["input_ids"], 0) for p in parts]),
-        "attention_mask": numpy.concatenate([pad(p["attention_mask"], 0) for p in parts]),
-        "pixel_values": numpy.concatenate([p["pixel_values"] for p in parts]),
-        "has_image": numpy.concatenate([p["has_image"] for p in parts]),
-    }

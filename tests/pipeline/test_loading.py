@@ -7,21 +7,12 @@ import pytest
 import spacy
 import torch
 
-from ..util import ENTITIES, color_image, make_doc, make_examples, train
+from ..util import ENTITIES, color_image, make_doc, make_examples, train, trained_pipeline
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory, tiny_clip):
-    from thinc.api import fix_random_seed
-
-    from ..util import create_kb, linker_config
-
-    fix_random_seed(0)
-    nlp = spacy.blank("en")
-    nlp.add_pipe("m3el_linker", config=linker_config(tiny_clip)).set_kb(create_kb)
-    examples = make_examples(nlp)
-    nlp.initialize(lambda: examples)
-    train(nlp, examples, steps=10)
+    nlp = trained_pipeline(tiny_clip)
     nlp(make_doc(nlp, "Q1", None))  # builds the entity cache so it is saved too
     path = tmp_path_factory.mktemp("saved") / "pipeline"
     nlp.to_disk(path)

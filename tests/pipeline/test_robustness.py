@@ -7,22 +7,12 @@ from spacy.training import Example
 
 from spacy_m3el.pipeline.inputs import mention_text
 
-from ..util import ENTITIES, color_image, make_doc, make_examples, train
+from ..util import ENTITIES, color_image, make_doc, make_examples, trained_pipeline
 
 
 @pytest.fixture(scope="module")
 def nlp(tiny_clip):
-    import spacy
-    from thinc.api import fix_random_seed
-
-    from ..util import create_kb, linker_config
-
-    fix_random_seed(0)
-    nlp = spacy.blank("en")
-    nlp.add_pipe("m3el_linker", config=linker_config(tiny_clip)).set_kb(create_kb)
-    examples = make_examples(nlp)
-    nlp.initialize(lambda: examples)
-    train(nlp, examples, steps=10)
+    nlp = trained_pipeline(tiny_clip)
     return nlp
 
 
