@@ -7,7 +7,7 @@ import pytest
 import spacy
 import torch
 
-from ..util import ENTITIES, color_image, make_doc, make_examples, train, trained_pipeline
+from ..util import ENTITIES, color_image, make_doc, trained_pipeline
 
 
 @pytest.fixture(scope="module")
