@@ -223,3 +223,31 @@ def test_training_twice_with_the_same_seed_gives_the_same_weights(build_nlp):
         train(nlp, make_examples(nlp), steps=5)
         states.append(nlp.get_pipe("m3el_linker").net.state_dict())
     assert all(torch.equal(states[0][key], states[1][key]) for key in states[0])
+
+
+@pytest.mark.parametrize(
+    "switches",
+    [
+        {"use_text_unit": False},
+        {"use_image_unit": False},
+        {"use_t2v_unit": False},
+        {"use_v2t_unit": False},
+        {"use_contrastive_loss": False},
+        {"use_text_unit": False, "use_image_unit": False, "use_v2t_unit": False},
+        TEXT_ONLY,
+    ],
+)
+def test_every_ablation_trains_and_links(build_nlp, switches):
+    nlp = build_nlp(**switches)
+    history = train(nlp, make_examples(nlp), steps=3)
+    assert all(numpy.isfinite(history)) and history[-1] > 0
+    doc = nlp(make_doc(nlp, "Q4", color_image(ENTITIES[3][3])))
+    assert doc.ents[0].kb_id_ in {"Q3", "Q4"}
+    net = nlp.get_pipe("m3el_linker").net
+    assert (net.text_unit is None) == (switches.get("use_text_unit") is False)
+    assert (net.image_unit is None) == (switches.get("use_image_unit") is False)
+
+
+def test_all_units_off_is_a_config_error(build_nlp):
+    with pytest.raises(ValueError, match="At least one matching unit"):
+        build_nlp(use_text_unit=False, use_image_unit=False, use_t2v_unit=False, use_v2t_unit=False)
