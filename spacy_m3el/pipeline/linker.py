@@ -217,10 +217,12 @@ class M3ELLinker(TrainablePipe):
             spans.extend((i, n, ent) for n, ent in enumerate(doc.ents) if ent.label_ not in self.labels_discard)
         if not spans:
             return predictions
-        images, statuses = self._doc_images(docs)
-        for prediction, status in zip(predictions, statuses):
-            prediction.image_status = status
-        rankings = self._rank([span for _, _, span in spans], [images[i] for i, _, _ in spans])
+        with_mentions = sorted({i for i, _, _ in spans})
+        images, statuses = self._doc_images([docs[i] for i in with_mentions])
+        image_of = dict(zip(with_mentions, images))
+        for i, status in zip(with_mentions, statuses):
+            predictions[i].image_status = status
+        rankings = self._rank([span for _, _, span in spans], [image_of[i] for i, _, _ in spans])
         for (i, n, _), ranking in zip(spans, rankings):
             predictions[i].rankings[n] = ranking
         return predictions
