@@ -207,7 +207,7 @@ class MultimodalKB(InMemoryLookupKB):
         super().to_disk(path, exclude=exclude)
         srsly.write_msgpack(path / RECORDS_FILE, self._records_msg())
 
-    def from_disk(self, path: Union[str, Path], exclude: Iterable[str] = tuple()) -> None:
+    def from_disk(self, path: Union[str, Path], exclude: Iterable[str] = tuple()) -> "MultimodalKB":
         path = ensure_path(path)
         if not (path / RECORDS_FILE).exists():
             raise ValueError(
@@ -216,6 +216,7 @@ class MultimodalKB(InMemoryLookupKB):
             )
         super().from_disk(path, exclude=exclude)
         self._load_records_msg(srsly.read_msgpack(path / RECORDS_FILE))
+        return self
 
     def to_bytes(self, **kwargs) -> bytes:
         return srsly.msgpack_dumps({"lookup": super().to_bytes(**kwargs), "m3el": self._records_msg()})
