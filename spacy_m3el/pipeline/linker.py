@@ -99,9 +99,10 @@ class M3ELLinker(TrainablePipe):
     ) -> None:
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise ValueError(Errors.E1043)
-        for key, value in (("top_k", top_k), ("n_hard_negatives", n_hard_negatives), ("max_context_tokens", max_context_tokens - 1), ("entity_batch_size", entity_batch_size - 1)):
-            if value < 0:
-                raise ValueError(f"{name}: {key} must be positive, got {value}.")
+        minimums = {"top_k": (top_k, 0), "n_hard_negatives": (n_hard_negatives, 0), "max_context_tokens": (max_context_tokens, 1), "entity_batch_size": (entity_batch_size, 1)}
+        for key, (value, minimum) in minimums.items():
+            if value < minimum:
+                raise ValueError(f"{name}: {key} must be at least {minimum}, got {value}.")
         self.vocab = vocab
         self.model = model
         self.name = name

@@ -251,3 +251,12 @@ def test_every_ablation_trains_and_links(build_nlp, switches):
 def test_all_units_off_is_a_config_error(build_nlp):
     with pytest.raises(ValueError, match="At least one matching unit"):
         build_nlp(use_text_unit=False, use_image_unit=False, use_t2v_unit=False, use_v2t_unit=False)
+
+
+@pytest.mark.parametrize("setting,value", [("top_k", -1), ("n_hard_negatives", -2), ("max_context_tokens", 0), ("entity_batch_size", 0), ("entity_cache_precision", "int4")])
+def test_invalid_settings_are_clear_errors(tiny_clip, setting, value):
+    from ..util import linker_config
+
+    nlp = spacy.blank("en")
+    with pytest.raises(ValueError, match=setting):
+        nlp.add_pipe("m3el_linker", config={**linker_config(tiny_clip), setting: value})
