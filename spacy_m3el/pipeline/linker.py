@@ -442,7 +442,7 @@ class M3ELLinker(TrainablePipe):
         entity_ids = list(dict.fromkeys(entity_ids))
         column = {kb_id: i for i, kb_id in enumerate(entity_ids)}
         needs_images = self.net.units.needs_images
-        mention_images = self._doc_images([span.doc for span in spans])[0] if needs_images else [None] * len(spans)
+        mention_images = self._doc_images([span.doc for span in spans])[0]
         records = [self.kb.get_record(kb_id) for kb_id in entity_ids]
         entity_images = [self._random_entity_image(r) if needs_images else None for r in records]
         encoder = self.net.encoder
