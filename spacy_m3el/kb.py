@@ -7,7 +7,7 @@ import hashlib
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 from urllib.parse import unquote
 
 import numpy
@@ -120,16 +120,24 @@ class MultimodalKB(InMemoryLookupKB):
     def fingerprint(self) -> str:
         """A hash of every entity's ID, text and images; changes when the KB does."""
         digest = hashlib.sha256()
+
+        def add(tag: bytes, data: bytes) -> None:
+            # Type tag and length prefix: a path and the same bytes, or text that
+            # moves between fields, never hash alike.
+            digest.update(tag + len(data).to_bytes(8, "little") + data)
+
         for record in self._records.values():
             for part in (record.kb_id, record.name, record.description):
-                digest.update(part.encode("utf8") + b"\0")
+                add(b"t", part.encode("utf8"))
+            add(b"n", len(record.images).to_bytes(8, "little"))
             for ref in record.images:
                 if isinstance(ref, numpy.ndarray):
-                    digest.update(str(ref.shape).encode("utf8") + ref.tobytes())
+                    add(b"a", f"{ref.dtype.str}{ref.shape}".encode("utf8") + numpy.ascontiguousarray(ref).tobytes())
+                elif isinstance(ref, bytes):
+                    add(b"b", ref)
                 else:
-                    digest.update(ref if isinstance(ref, bytes) else ref.encode("utf8"))
-                digest.update(b"\1")
-        digest.update(str(self.image_root).encode("utf8"))
+                    add(b"p", ref.encode("utf8"))
+        add(b"r", b"" if self.image_root is None else b"\1" + str(self.image_root).encode("utf8"))
         return digest.hexdigest()
 
     # Aliases ----------------------------------------------------------------
@@ -186,9 +194,26 @@ class MultimodalKB(InMemoryLookupKB):
             ],
         }
 
+    @staticmethod
+    def _check_records_msg(msg: Any, source: str) -> dict:
+        """Validate the structure of a records message; ValueError naming ``source``."""
+        problem = None
+        if not isinstance(msg, dict):
+            problem = f"expected a mapping, got {type(msg).__name__}"
+        elif msg.get("version") != 1:
+            problem = f"unsupported multimodal KB version {msg.get('version')!r} (expected 1)"
+        elif not isinstance(msg.get("records"), (list, tuple)):
+            problem = "the 'records' list is missing"
+        else:
+            for i, row in enumerate(msg["records"]):
+                if not (isinstance(row, (list, tuple)) and len(row) == 5 and isinstance(row[0], str) and row[0]):
+                    problem = f"record {i} is malformed (expected [kb_id, name, description, images, freq])"
+                    break
+        if problem is not None:
+            raise ValueError(f"Corrupt multimodal KB records in {source}: {problem}. Rebuild the KB.")
+        return msg
+
     def _load_records_msg(self, msg: dict) -> None:
-        if msg.get("version") != 1:
-            raise ValueError(f"Unsupported multimodal KB version: {msg.get('version')!r}")
         self.image_root = msg.get("image_root")
         self._records = {}
         self._freqs = {}
@@ -208,23 +233,52 @@ class MultimodalKB(InMemoryLookupKB):
         srsly.write_msgpack(path / RECORDS_FILE, self._records_msg())
 
     def from_disk(self, path: Union[str, Path], exclude: Iterable[str] = tuple()) -> "MultimodalKB":
+        """Load a KB saved by :meth:`to_disk`. RETURNS (MultimodalKB): self.
+
+        RAISES (ValueError): If the folder has no records file (for example a
+            plain spaCy ``InMemoryLookupKB`` folder) or the file is corrupt.
+        """
         path = ensure_path(path)
-        if not (path / RECORDS_FILE).exists():
+        records_path = path / RECORDS_FILE
+        if not records_path.exists():
             raise ValueError(
                 f"{path} is not a multimodal KB folder: {RECORDS_FILE} is missing. Build "
                 "it with spacy_m3el (for example 'python -m spacy_m3el prepare ...')."
             )
+        try:
+            msg = srsly.read_msgpack(records_path)
+        except Exception as err:
+            raise ValueError(
+                f"Could not read the multimodal KB records file {records_path}: it is corrupt or "
+                f"not a spacy_m3el file ({type(err).__name__}: {err}). Rebuild the KB."
+            ) from err
+        msg = self._check_records_msg(msg, str(records_path))
         super().from_disk(path, exclude=exclude)
-        self._load_records_msg(srsly.read_msgpack(path / RECORDS_FILE))
+        self._load_records_msg(msg)
         return self
 
     def to_bytes(self, **kwargs) -> bytes:
-        return srsly.msgpack_dumps({"lookup": super().to_bytes(**kwargs), "m3el": self._records_msg()})
+        # spaCy's KB bytes hold only string hashes; keep the strings (as to_disk
+        # does with strings.json) so the bytes load into any vocab.
+        strings = sorted(set(self.get_entity_strings()) | set(self.get_alias_strings()))
+        return srsly.msgpack_dumps({"lookup": super().to_bytes(**kwargs), "m3el": self._records_msg(), "strings": strings})
 
-    def from_bytes(self, bytes_data: bytes, *, exclude: Tuple[str] = tuple()):
-        msg = srsly.msgpack_loads(bytes_data)
+    def from_bytes(self, bytes_data: bytes, *, exclude: Tuple[str] = tuple()) -> "MultimodalKB":
+        """Load a KB serialized by :meth:`to_bytes`. RETURNS (MultimodalKB): self."""
+        try:
+            msg = srsly.msgpack_loads(bytes_data)
+        except Exception as err:
+            raise ValueError(
+                f"Could not read multimodal KB bytes: they are corrupt or not from "
+                f"MultimodalKB.to_bytes ({type(err).__name__}: {err})."
+            ) from err
+        if not isinstance(msg, dict) or "lookup" not in msg or "m3el" not in msg:
+            raise ValueError("Could not read multimodal KB bytes: not from MultimodalKB.to_bytes (keys 'lookup' and 'm3el' missing).")
+        records = self._check_records_msg(msg["m3el"], "the serialized bytes")
+        for string in msg.get("strings", ()):
+            self.vocab.strings.add(string)
         super().from_bytes(msg["lookup"], exclude=exclude)
-        self._load_records_msg(msg["m3el"])
+        self._load_records_msg(records)
         return self
 
 

@@ -15,8 +15,14 @@ def rank_of_gold(scores: numpy.ndarray, gold: int) -> int:
 
     The rank is the number of entries whose score is >= the gold's score, so a
     model whose scores collapse to a constant gets the worst rank, not the best.
+    NaN scores also count against the model: a NaN gold score gets the worst
+    rank, and a NaN elsewhere ranks above the gold.
     """
-    return int((scores >= scores[gold]).sum())
+    scores = numpy.asarray(scores)
+    gold_score = scores[gold]
+    if numpy.isnan(gold_score):
+        return int(scores.size)
+    return int(((scores >= gold_score) | numpy.isnan(scores)).sum())
 
 
 def ranking_metrics(ranks: Sequence[Optional[int]], hits: Sequence[int] = DEFAULT_HITS, prefix: str = "") -> Dict[str, float]:

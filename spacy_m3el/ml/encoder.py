@@ -113,6 +113,13 @@ class CLIPEncoder(nn.Module):
                 "([components.m3el_linker.model.encoder])."
             )
 
+    def snapshot(self) -> tuple:
+        """The loaded parts, to put back with :meth:`reinstate` if a load fails."""
+        return (self.clip, self.tokenizer, self.image_processor, self.max_length)
+
+    def reinstate(self, snapshot: tuple) -> None:
+        self.clip, self.tokenizer, self.image_processor, self.max_length = snapshot
+
     def meta(self) -> dict:
         """Everything except the weights needed to rebuild the encoder offline."""
         if not self.is_loaded:

@@ -132,7 +132,10 @@ def serialize_net(net) -> bytes:
 
 
 def deserialize_net(net, data: bytes, device) -> Any:
-    """Rebuild the encoder from stored metadata, then load the weights (no pickle, no network)."""
+    """Rebuild the encoder from stored metadata, then load the weights (no pickle, no network).
+
+    A rejected load leaves ``net`` as it was.
+    """
     from safetensors.torch import load
 
     try:
@@ -144,8 +147,27 @@ def deserialize_net(net, data: bytes, device) -> Any:
             "The m3el_linker model data has an unknown format. It was saved by an "
             "incompatible version of spacy_m3el; retrain or re-save the pipeline."
         )
-    net.encoder.restore(msg["encoder"])
-    state = load(msg["state"])
+    missing_keys = [key for key in ("encoder", "state") if key not in msg]
+    if missing_keys:
+        raise ValueError(f"The m3el_linker model data is incomplete (no {', '.join(missing_keys)}); re-save the pipeline.")
+    try:
+        state = load(msg["state"])
+    except Exception as err:
+        raise ValueError(f"The m3el_linker model data is corrupt: the weights cannot be read ({err}).") from err
+    saved_encoder = net.encoder.snapshot()
+    try:
+        net.encoder.restore(msg["encoder"])
+        _check_state(net, state)
+    except Exception as err:
+        net.encoder.reinstate(saved_encoder)
+        if isinstance(err, ValueError):
+            raise
+        raise ValueError(f"The m3el_linker model data is corrupt: bad encoder metadata ({type(err).__name__}: {err}).") from err
+    net.load_state_dict(state)
+    return net.to(device)
+
+
+def _check_state(net, state: Dict[str, Any]) -> None:
     missing, unexpected = _state_mismatch(net, state)
     if missing or unexpected:
         raise ValueError(
@@ -159,8 +181,6 @@ def deserialize_net(net, data: bytes, device) -> Any:
                 f"Weight {key!r} has shape {tuple(state[key].shape)} in the saved model but "
                 f"{tuple(value.shape)} in the model built from the config."
             )
-    net.load_state_dict(state)
-    return net.to(device)
 
 
 def _state_mismatch(net, state: Dict[str, Any]):
