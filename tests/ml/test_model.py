@@ -8,25 +8,10 @@ import torch
 from PIL import Image
 
 from spacy_m3el.ml.model import NetCall, get_net, rehome_parameters
-from spacy_m3el.ml.tiny_clip import build_tiny_clip
 from spacy_m3el.registrations import build_attention_alignment_v1, build_clip_encoder_v1, build_m3el_v1
 
-WIDTHS = {"text_width": 32, "vision_width": 32, "projection_dim": 32}
+from ..util import TINY as WIDTHS
 TEXTS = ["player [SEP] scored points last night", "river [SEP] flows through the north", "band [SEP] album", "city [SEP] a capital"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: torch's thread pool only adds overhead, and stalls badly on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def clip_path(tmp_path_factory):
-    return str(build_tiny_clip(tmp_path_factory.mktemp("tiny_clip_model")))
 
 
 def build(name, *, seed=0, widths=WIDTHS, **overrides):

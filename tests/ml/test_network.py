@@ -10,9 +10,8 @@ from torch.nn import functional as F
 from spacy_m3el.ml.encoder import CLIPEncoder
 from spacy_m3el.ml.layers import AttentionAlignment
 from spacy_m3el.ml.network import M3ELNet, UnitSwitches
-from spacy_m3el.ml.tiny_clip import build_tiny_clip
 
-WIDTHS = {"text_width": 32, "vision_width": 32, "projection_dim": 32}
+from ..util import TINY as WIDTHS
 TEXTS = [
     "player [SEP] scored points last night",
     "river [SEP] flows through the north of the country",
@@ -20,20 +19,6 @@ TEXTS = [
     "city [SEP] capital of the state with a museum and a bridge and a tower",
 ]
 COLORS = [(220, 30, 30), (30, 30, 220), (30, 200, 30), (220, 200, 30)]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: torch's thread pool only adds overhead, and stalls badly on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def clip_path(tmp_path_factory):
-    return str(build_tiny_clip(tmp_path_factory.mktemp("tiny_clip_network")))
 
 
 @pytest.fixture(scope="module")
