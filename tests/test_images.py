@@ -56,6 +56,14 @@ def halves(width: int = 40, height: int = 20) -> numpy.ndarray:
     return array
 
 
+def as_bytes_or_path(data: bytes, as_path: bool, path: Path):
+    """The encoded image itself, or the path of a file holding it."""
+    if not as_path:
+        return data
+    path.write_bytes(data)
+    return str(path)
+
+
 def pixels(image: Image.Image) -> numpy.ndarray:
     assert image.mode == "RGB"
     return numpy.asarray(image).astype(int)
@@ -282,11 +290,7 @@ def test_undecodable_pil_image_raises_at_assignment(monkeypatch):
 @pytest.mark.parametrize("as_path", [False, True], ids=["bytes", "path"])
 def test_formats_decode_from_bytes_and_paths(fmt, as_path, tmp_path):
     data = encode(Image.fromarray(halves()), fmt)
-    value = data
-    if as_path:
-        value = tmp_path / f"image.{fmt.lower()}"
-        value.write_bytes(data)
-        value = str(value)
+    value = as_bytes_or_path(data, as_path, tmp_path / f"image.{fmt.lower()}")
     image = load_image(value)
     assert image.mode == "RGB" and image.size == (40, 20)
     with Image.open(io.BytesIO(data)) as raw:
@@ -303,10 +307,7 @@ def test_sixteen_bit_tiff_is_scaled_to_eight_bit(as_path, tmp_path):
     data = encode(Image.fromarray(values), "TIFF")
     with Image.open(io.BytesIO(data)) as check:
         assert check.mode.startswith("I;16")
-    value = data
-    if as_path:
-        value = str(tmp_path / "deep.tif")
-        Path(value).write_bytes(data)
+    value = as_bytes_or_path(data, as_path, tmp_path / "deep.tif")
     image = load_image(value)
     assert image.size == (4, 1)
     grey = pixels(image)[0, :, 0]
@@ -404,10 +405,7 @@ def test_grey_png_with_transparency_becomes_white():
 @pytest.mark.parametrize("as_path", [False, True], ids=["bytes", "path"])
 def test_exif_orientation_is_applied_when_decoding(orientation, transpose, as_path, tmp_path):
     data = jpeg_with_orientation(halves(), orientation)
-    value = data
-    if as_path:
-        value = str(tmp_path / "rotated.jpg")
-        Path(value).write_bytes(data)
+    value = as_bytes_or_path(data, as_path, tmp_path / "rotated.jpg")
     image = load_image(value)
     assert image.size == (20, 40)
     numpy.testing.assert_array_equal(numpy.asarray(image), decoded_then_transposed(data, transpose))
@@ -520,10 +518,7 @@ def test_decompression_bomb_header_is_refused_before_decoding():
 def test_decompression_bomb_with_lowered_limit(pixels_over, as_path, tmp_path, monkeypatch):
     data = encode(Image.new("RGB", (20, 10)), "PNG")  # 200 pixels
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", int(200 / pixels_over))
-    value = data
-    if as_path:
-        value = str(tmp_path / "bomb.png")
-        Path(value).write_bytes(data)
+    value = as_bytes_or_path(data, as_path, tmp_path / "bomb.png")
     with pytest.raises(ImageLoadError, match="decompression bomb"):
         load_image(value)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 200)

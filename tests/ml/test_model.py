@@ -1,5 +1,4 @@
 """The Thinc model from spacy_m3el.M3EL.v1: initialize, serialization, config checks, training."""
-import socket
 
 import numpy
 import pytest
@@ -101,7 +100,7 @@ def test_initialize_loads_the_checkpoint(clip_path):
     assert all(isinstance(value, numpy.ndarray) for value in out.values())
 
 
-def test_initialize_from_a_local_folder_needs_no_network(clip_path, offline):
+def test_initialize_from_a_local_folder_needs_no_network(clip_path, no_network):
     model = initialized(clip_path)
     assert get_net(model).encoder.is_loaded
 
@@ -133,19 +132,8 @@ def trained(clip_path):
     return {"model": model, "bytes": model.to_bytes(), "inputs": (m_feats, e_feats), "outputs": predictions(model, m_feats, e_feats)}
 
 
-@pytest.fixture
-def offline(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise OSError("network access attempted during a test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-
-
 @pytest.mark.parametrize("name", ["same", "openai/clip-vit-base-patch32"])
-def test_bytes_round_trip_is_bit_identical_and_offline(clip_path, trained, offline, name):
+def test_bytes_round_trip_is_bit_identical_and_offline(clip_path, trained, no_network, name):
     """A fresh model from the same config (or naming a hub checkpoint that is not available) loads the bytes."""
     fresh = build(clip_path if name == "same" else name, seed=1)
     assert not get_net(fresh).encoder.is_loaded
