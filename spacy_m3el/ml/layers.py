@@ -64,12 +64,15 @@ class IntraModalUnit(nn.Module):
     def entity_side(self, global_: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> dict:
         return {"g": global_, "q": self.query(tokens), "c": self.global_proj(global_), "mask": mask}
 
-    def score(self, m: dict, e: dict, mi: torch.Tensor, ei: torch.Tensor) -> torch.Tensor:
-        """Scores [P] of the pairs (mention mi[p], entity ei[p])."""
-        g2g = (m["g"][mi] * e["g"][ei]).sum(-1)
-        attended = self.align(e["q"][ei], m["k"][mi], m["v"][mi], m["mask"][mi])
-        context = self.context_norm(masked_mean(attended, e["mask"][ei]))
-        g2l = (e["c"][ei] * context).sum(-1)
+    def score(self, m: dict, e: dict, entity_index: torch.Tensor) -> torch.Tensor:
+        """Scores [n, C] of each mention i against the entities entity_index[i] ([n, C])."""
+        n, c = entity_index.shape
+        g2g = torch.einsum("nh,nch->nc", m["g"], e["g"][entity_index])
+        # All of a mention's candidates attend over its tokens in one call: [n, C*L, h].
+        queries = e["q"][entity_index].flatten(1, 2)
+        attended = self.align(queries, m["k"], m["v"], m["mask"]).view(n * c, -1, queries.shape[-1])
+        context = self.context_norm(masked_mean(attended, e["mask"][entity_index].flatten(0, 1))).view(n, c, -1)
+        g2l = (e["c"][entity_index] * context).sum(-1)
         return (g2g + g2l) / 2
 
 

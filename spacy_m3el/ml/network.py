@@ -5,8 +5,8 @@ The network is used in three ways, chosen by the ``task`` argument of
 
 - ``"encode"``: featurized texts/images -> per-side features (a flat dict of
   tensors) for mentions or entities. Entity sides can be cached.
-- ``"score"``: mention side, entity side and pair indices -> per-unit and
-  overall scores of those pairs.
+- ``"score"``: mention side, entity side and the entity rows to score per
+  mention (``entity_index`` [n, C]) -> per-unit and overall scores [n, C].
 - ``"loss"``: a training batch -> the M3EL objective.
 """
 from dataclasses import dataclass
@@ -99,7 +99,7 @@ class M3ELNet(nn.Module):
         if task == "encode":
             return self.encode(**inputs)
         if task == "score":
-            return self.score_pairs(**inputs)
+            return self.score_candidates(**inputs)
         if task == "loss":
             return self.loss(**inputs)
         raise ValueError(f"Unknown task {task!r}")
@@ -135,24 +135,24 @@ class M3ELNet(nn.Module):
 
     # Scores ----------------------------------------------------------------
 
-    def score_pairs(self, mentions: Side, entities: Side, mention_index: torch.Tensor, entity_index: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """Scores of the pairs (mention_index[p], entity_index[p]).
+    def score_candidates(self, mentions: Side, entities: Side, entity_index: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Scores of each mention i against the entities ``entity_index[i]``.
 
-        RETURNS (Dict[str, Tensor[P]]): one entry per enabled unit, ``"<unit>.ok"``
+        entity_index (LongTensor[n, C]): rows of ``entities`` to score per mention.
+        RETURNS (Dict[str, Tensor[n, C]]): one entry per enabled unit, ``"<unit>.ok"``
             availability masks for image units, and the overall ``"score"``:
             the mean of the units available for each pair.
         """
-        mi, ei = mention_index, entity_index
-        both_images = mentions["has_image"][mi] & entities["has_image"][ei]
+        both_images = mentions["has_image"].unsqueeze(1) & entities["has_image"][entity_index]
         scores: Dict[str, torch.Tensor] = {}
-        total = torch.zeros(mi.shape[0], device=mi.device)
+        total = torch.zeros(entity_index.shape, device=entity_index.device)
         count = torch.zeros_like(total)
         for unit in self.units.enabled:
             if unit in ("text", "image"):
                 module = self.text_unit if unit == "text" else self.image_unit
-                value = module.score(_sub(mentions, unit), _sub(entities, unit), mi, ei)
+                value = module.score(_sub(mentions, unit), _sub(entities, unit), entity_index)
             else:
-                value = (mentions[f"cross.{unit}"][mi] * entities[f"cross.{unit}"][ei]).sum(-1)
+                value = torch.einsum("nh,nch->nc", mentions[f"cross.{unit}"], entities[f"cross.{unit}"][entity_index])
             ok = both_images if unit in IMAGE_UNITS else torch.ones_like(both_images)
             scores[unit] = value
             scores[f"{unit}.ok"] = ok
@@ -164,9 +164,8 @@ class M3ELNet(nn.Module):
     def score_matrix(self, mentions: Side, entities: Side) -> Dict[str, torch.Tensor]:
         """All-pairs scores, each of shape [B, N]."""
         n_m, n_e = mentions["has_image"].shape[0], entities["has_image"].shape[0]
-        mi = torch.arange(n_m, device=mentions["has_image"].device).repeat_interleave(n_e)
-        ei = torch.arange(n_e, device=mi.device).repeat(n_m)
-        return {key: value.view(n_m, n_e) for key, value in self.score_pairs(mentions, entities, mi, ei).items()}
+        every = torch.arange(n_e, device=mentions["has_image"].device).expand(n_m, n_e)
+        return self.score_candidates(mentions, entities, every)
 
     # Training --------------------------------------------------------------
 

@@ -176,6 +176,12 @@ class EntityCache:
         scores = torch.from_numpy(query_vectors) @ torch.from_numpy(self.vectors).T
         return torch.topk(scores, min(k, len(self)), dim=1).indices.tolist()
 
+    def most_similar(self, query_vector: numpy.ndarray, rows: Sequence[int], n: int) -> List[int]:
+        """The n of ``rows`` with the highest retrieval score for one query, best first."""
+        index = numpy.asarray(rows, dtype="int64")
+        scores = self.vectors[index] @ query_vector
+        return index[numpy.argsort(-scores, kind="stable")[:n]].tolist()
+
     # Serialization ----------------------------------------------------------
 
     def to_disk(self, path: Union[str, Path]) -> None:

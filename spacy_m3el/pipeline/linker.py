@@ -54,6 +54,11 @@ class M3ELLinker(TrainablePipe):
         below it the entity gets NIL. None links every entity with a candidate.
     top_k (int): How many nearest entities (by embedding similarity over the
         whole KB) to add to the KB's alias candidates.
+    max_candidates (Optional[int]): At most this many candidates per mention
+        are reranked with the full score: when the alias candidates and the
+        top_k nearest entities are more, those with the highest embedding
+        similarity are kept (the top_k nearest always among them). Bounds the
+        cost of a mention when names are highly ambiguous. None keeps all.
     n_hard_negatives (int): Alias candidates of a mention that join the
         batch's negatives in training.
     get_candidates_batch (Callable): ``(kb, spans) -> candidates per span``.
@@ -85,6 +90,7 @@ class M3ELLinker(TrainablePipe):
         use_gold_ents: bool = True,
         threshold: Optional[float] = None,
         top_k: int = 10,
+        max_candidates: Optional[int] = 32,
         n_hard_negatives: int = 3,
         get_candidates_batch: Callable[[MultimodalKB, Iterable[Span]], Iterable[Iterable[Any]]],
         generate_empty_kb: Callable[[Vocab, int], MultimodalKB],
@@ -99,7 +105,7 @@ class M3ELLinker(TrainablePipe):
     ) -> None:
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise ValueError(Errors.E1043)
-        minimums = {"top_k": (top_k, 0), "n_hard_negatives": (n_hard_negatives, 0), "max_context_tokens": (max_context_tokens, 1), "entity_batch_size": (entity_batch_size, 1)}
+        minimums = {"top_k": (top_k, 0), "max_candidates": (1 if max_candidates is None else max_candidates, 1), "n_hard_negatives": (n_hard_negatives, 0), "max_context_tokens": (max_context_tokens, 1), "entity_batch_size": (entity_batch_size, 1)}
         for key, (value, minimum) in minimums.items():
             if value < minimum:
                 raise ValueError(f"{name}: {key} must be at least {minimum}, got {value}.")
@@ -109,6 +115,7 @@ class M3ELLinker(TrainablePipe):
         self.labels_discard = list(labels_discard)
         self.threshold = threshold
         self.top_k = top_k
+        self.max_candidates = max_candidates
         self.n_hard_negatives = n_hard_negatives
         self.get_candidates_batch = get_candidates_batch
         self.generate_empty_kb = generate_empty_kb
@@ -237,34 +244,39 @@ class M3ELLinker(TrainablePipe):
         """Stage 1: alias candidates plus the top_k nearest entities. Stage 2: rerank with the full score."""
         mentions = self._encode_mentions(spans, images)
         cache = self.entity_cache
-        alias_candidates = self.get_candidates_batch(self.kb, spans)
-        nearest = cache.nearest(retrieval_vectors(mentions, query=True), self.top_k)
+        return self._rerank(mentions, cache, self.candidate_rows(spans, mentions, cache))
+
+    def candidate_rows(self, spans: List[Span], mentions: SideArrays, cache: EntityCache) -> List[List[int]]:
+        """Stage 1: the entity cache rows that stage 2 reranks, per span.
+
+        spans (List[Span]): The mentions.
+        mentions (SideArrays): Their encoded sides (``_encode_mentions``).
+        cache (EntityCache): The entity cache of the current weights and KB.
+        RETURNS (List[List[int]]): The KB's alias candidates, then the top_k
+            nearest entities, at most ``max_candidates`` of them by similarity.
+        """
+        queries = retrieval_vectors(mentions, query=True)
+        nearest = cache.nearest(queries, self.top_k)
         rows_per_span = []
-        for aliases, near in zip(alias_candidates, nearest):
-            rows = cache.rows_of(c.entity_ for c in aliases)
-            rows_per_span.append(list(dict.fromkeys(rows + list(near))))
-        return self._rerank(mentions, cache, rows_per_span)
+        for query, aliases, near in zip(queries, self.get_candidates_batch(self.kb, spans), nearest):
+            rows = list(dict.fromkeys(cache.rows_of(c.entity_ for c in aliases) + near))
+            if self.max_candidates is not None and len(rows) > self.max_candidates:
+                rows = cache.most_similar(query, rows, self.max_candidates)
+            rows_per_span.append(rows)
+        return rows_per_span
 
     def _rerank(self, mentions: SideArrays, cache: EntityCache, rows_per_span: List[List[int]]) -> List[Ranking]:
+        """Stage 2: the full score of each span's candidate rows, as rankings."""
         unique_rows = sorted({row for rows in rows_per_span for row in rows})
         if not unique_rows:
             return [[] for _ in rows_per_span]
         local = {row: j for j, row in enumerate(unique_rows)}
-        mention_index = numpy.array([i for i, rows in enumerate(rows_per_span) for _ in rows], dtype="int64")
-        entity_index = numpy.array([local[row] for rows in rows_per_span for row in rows], dtype="int64")
-        scores = self._call(
-            "score",
-            mentions=mentions,
-            entities=cache.side_rows(unique_rows),
-            mention_index=mention_index,
-            entity_index=entity_index,
-        )["score"]
-        rankings, start = [], 0
-        for rows in rows_per_span:
-            values = scores[start : start + len(rows)]
-            start += len(rows)
-            rankings.append(_to_ranking([cache.kb_ids[row] for row in rows], values))
-        return rankings
+        # One row of candidates per span, padded (with entity 0) to the longest.
+        entity_index = numpy.zeros((len(rows_per_span), max(len(rows) for rows in rows_per_span)), dtype="int64")
+        for i, rows in enumerate(rows_per_span):
+            entity_index[i, : len(rows)] = [local[row] for row in rows]
+        scores = self._call("score", mentions=mentions, entities=cache.side_rows(unique_rows), entity_index=entity_index)["score"]
+        return [_to_ranking([cache.kb_ids[row] for row in rows], scores[i, : len(rows)]) for i, rows in enumerate(rows_per_span)]
 
     def score_all_entities(self, spans: List[Span], images: List[object], entity_chunk_size: int = 2048) -> numpy.ndarray:
         """Full M3EL scores of each span against every KB entity (the papers' protocol).
@@ -283,14 +295,8 @@ class M3ELLinker(TrainablePipe):
         for start in range(0, n_entities, entity_chunk_size):
             rows = list(range(start, min(start + entity_chunk_size, n_entities)))
             n_rows = len(rows)
-            chunk = self._call(
-                "score",
-                mentions=mentions,
-                entities=cache.side_rows(rows),
-                mention_index=numpy.repeat(numpy.arange(n_spans), n_rows),
-                entity_index=numpy.tile(numpy.arange(n_rows), n_spans),
-            )["score"]
-            scores[:, start : start + n_rows] = chunk.reshape(n_spans, n_rows)
+            every = numpy.broadcast_to(numpy.arange(n_rows), (n_spans, n_rows))
+            scores[:, start : start + n_rows] = self._call("score", mentions=mentions, entities=cache.side_rows(rows), entity_index=every)["score"]
         return scores
 
     @property

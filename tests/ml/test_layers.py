@@ -130,13 +130,12 @@ def test_intra_modal_unit_shapes_and_scores_by_hand():
     m_side, e_side = unit.mention_side(m_g, m_t, m_mask), unit.entity_side(e_g, e_t, e_mask)
     assert m_side["k"].shape == m_side["v"].shape == (3, 7, H)
     assert e_side["q"].shape == (4, 9, H) and e_side["c"].shape == (4, H)
-    mi = torch.tensor([0, 1, 2, 2, 0, 1])
-    ei = torch.tensor([3, 0, 1, 2, 3, 3])
+    entity_index = torch.tensor([[3, 0], [1, 2], [3, 3]])  # two candidates per mention, one repeated
     with torch.no_grad():
-        scores = unit.score(m_side, e_side, mi, ei)
-        assert scores.shape == (6,)
-        expected = torch.stack(
-            [intra_pair_by_hand(unit, m_g[i], m_t[i, m_mask[i]], e_g[j], e_t[j, e_mask[j]]) for i, j in zip(mi.tolist(), ei.tolist())]
+        scores = unit.score(m_side, e_side, entity_index)
+        assert scores.shape == (3, 2)
+        expected = torch.tensor(
+            [[intra_pair_by_hand(unit, m_g[i], m_t[i, m_mask[i]], e_g[j], e_t[j, e_mask[j]]) for j in row] for i, row in enumerate(entity_index.tolist())]
         )
     torch.testing.assert_close(scores, expected, atol=1e-5, rtol=1e-5)
 
@@ -145,30 +144,30 @@ def test_intra_modal_unit_is_invariant_to_extra_padding():
     unit = make_intra()
     m_g, m_t, m_mask = torch.randn(3, 6), torch.randn(3, 4, 5), random_mask(3, 4)
     e_g, e_t, e_mask = torch.randn(2, 6), torch.randn(2, 5, 5), random_mask(2, 5)
-    mi, ei = torch.tensor([0, 1, 2, 2, 1]), torch.tensor([0, 0, 1, 0, 1])
+    ei = torch.tensor([[0, 1], [0, 1], [1, 0]])
     with torch.no_grad():
-        base = unit.score(unit.mention_side(m_g, m_t, m_mask), unit.entity_side(e_g, e_t, e_mask), mi, ei)
+        base = unit.score(unit.mention_side(m_g, m_t, m_mask), unit.entity_side(e_g, e_t, e_mask), ei)
         # Padding with random content on the mention side, on the entity side, and on both.
         m_padded = unit.mention_side(m_g, pad_right(m_t, 3), pad_right(m_mask, 3))
         e_padded = unit.entity_side(e_g, pad_right(e_t, 4), pad_right(e_mask, 4))
         m_plain = unit.mention_side(m_g, m_t, m_mask)
         e_plain = unit.entity_side(e_g, e_t, e_mask)
         for m_side, e_side in ((m_padded, e_plain), (m_plain, e_padded), (m_padded, e_padded)):
-            torch.testing.assert_close(unit.score(m_side, e_side, mi, ei), base, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(unit.score(m_side, e_side, ei), base, atol=1e-5, rtol=1e-5)
         # The content of already-masked positions does not matter either.
         m_t2 = m_t.clone()
         m_t2[~m_mask] = 1e3
-        torch.testing.assert_close(unit.score(unit.mention_side(m_g, m_t2, m_mask), e_plain, mi, ei), base, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(unit.score(unit.mention_side(m_g, m_t2, m_mask), e_plain, ei), base, atol=1e-5, rtol=1e-5)
 
 
 def test_intra_modal_unit_reads_the_real_tokens():
     unit = make_intra()
     m_g, m_t, m_mask = torch.randn(2, 6), torch.randn(2, 4, 5), torch.ones(2, 4, dtype=torch.bool)
     e_g, e_t, e_mask = torch.randn(2, 6), torch.randn(2, 5, 5), torch.ones(2, 5, dtype=torch.bool)
-    mi, ei = torch.tensor([0, 1]), torch.tensor([1, 0])
+    ei = torch.tensor([[1], [0]])
     with torch.no_grad():
-        base = unit.score(unit.mention_side(m_g, m_t, m_mask), unit.entity_side(e_g, e_t, e_mask), mi, ei)
-        changed = unit.score(unit.mention_side(m_g, m_t + torch.randn_like(m_t), m_mask), unit.entity_side(e_g, e_t, e_mask), mi, ei)
+        base = unit.score(unit.mention_side(m_g, m_t, m_mask), unit.entity_side(e_g, e_t, e_mask), ei)
+        changed = unit.score(unit.mention_side(m_g, m_t + torch.randn_like(m_t), m_mask), unit.entity_side(e_g, e_t, e_mask), ei)
     assert not torch.allclose(changed, base)
 
 

@@ -49,8 +49,8 @@ def predictions(model, mention_features, entity_features):
     """encode (both roles) and score outputs through model.predict."""
     mentions = model.predict(NetCall("encode", {"role": "mention", "features": mention_features}))
     entities = model.predict(NetCall("encode", {"role": "entity", "features": entity_features}))
-    mi, ei = numpy.array([0, 1, 2, 2, 0]), numpy.array([3, 0, 1, 2, 0])
-    scores = model.predict(NetCall("score", {"mentions": mentions, "entities": entities, "mention_index": mi, "entity_index": ei}))
+    entity_index = numpy.array([[3, 0], [0, 1], [1, 2]])
+    scores = model.predict(NetCall("score", {"mentions": mentions, "entities": entities, "entity_index": entity_index}))
     return {"mention": mentions, "entity": entities, "score": scores}
 
 

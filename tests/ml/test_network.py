@@ -179,20 +179,20 @@ def test_image_unit_losses_are_left_out_when_no_pair_has_images(loaded_encoder):
 # Scores ----------------------------------------------------------------------
 
 
-def test_score_matrix_agrees_with_score_pairs(net):
+def test_scoring_candidates_agrees_with_the_score_matrix(net):
+    """Any candidates per mention (repeated, in any order) score as in the all-pairs matrix."""
     with torch.no_grad():
         mentions = net.encode("mention", features(net.encoder, TEXTS[:3], (True, False, True)))
         entities = net.encode("entity", features(net.encoder, TEXTS, (True, True, False, True)))
         matrix = net.score_matrix(mentions, entities)
-        mi = torch.tensor([2, 0, 1, 2, 2, 0, 1, 1])
-        ei = torch.tensor([1, 3, 0, 2, 1, 0, 3, 2])
-        pairs = net.score_pairs(mentions, entities, mi, ei)
-        forward = net("score", mentions=mentions, entities=entities, mention_index=mi, entity_index=ei)
-    assert set(pairs) == set(matrix) == {"score", "text", "image", "t2v", "v2t", "text.ok", "image.ok", "t2v.ok", "v2t.ok"}
-    for key, value in pairs.items():
-        assert value.shape == (8,)
+        entity_index = torch.tensor([[1, 3, 3], [0, 2, 1], [2, 0, 3]])
+        candidates = net.score_candidates(mentions, entities, entity_index)
+        forward = net("score", mentions=mentions, entities=entities, entity_index=entity_index)
+    assert set(candidates) == set(matrix) == {"score", "text", "image", "t2v", "v2t", "text.ok", "image.ok", "t2v.ok", "v2t.ok"}
+    for key, value in candidates.items():
+        assert value.shape == (3, 3)
         assert matrix[key].shape == (3, 4)
-        torch.testing.assert_close(value, matrix[key][mi, ei], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(value, matrix[key].gather(1, entity_index), atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(forward[key], value)
 
 

@@ -80,6 +80,17 @@ def test_nearest_matches_brute_force():
     assert cache.nearest(queries, 0) == [[], [], [], []]
 
 
+def test_most_similar_ranks_the_given_rows_only():
+    side = random_side(n=50, seed=5)
+    cache = EntityCache.from_side([str(i) for i in range(50)], side, "float32", "m", "k")
+    query = retrieval_vectors(random_side(n=1, seed=6), query=True)[0]
+    rows = [40, 3, 17, 8, 29, 11]
+    scores = cache.vectors[rows] @ query
+    expected = [rows[i] for i in numpy.argsort(-scores)[:4]]
+    assert cache.most_similar(query, rows, 4) == expected
+    assert sorted(cache.most_similar(query, rows, 10)) == sorted(rows)
+
+
 def test_retrieval_ignores_image_parts_without_image():
     side = random_side()
     side["has_image"][:] = False

@@ -157,6 +157,23 @@ def test_top_k_adds_nearest_entities(build_nlp):
     assert doc.ents[0].kb_id_ != "NIL"
 
 
+@pytest.mark.parametrize("max_candidates", [None, 6, 3, 1])
+def test_max_candidates_keeps_the_most_similar(build_nlp, max_candidates):
+    """With every entity a candidate (top_k 6 of 6), the cap keeps the most similar ones."""
+    from spacy_m3el.pipeline.entity_cache import retrieval_vectors
+
+    nlp = build_nlp(component_overrides={"top_k": 6, "max_candidates": max_candidates})
+    linker = nlp.get_pipe("m3el_linker")
+    doc = make_doc(nlp, "Q3", color_image(ENTITIES[2][3]))
+    doc = nlp(doc)
+    ranked = {kb_id for kb_id, _ in doc.ents[0]._.m3el_candidates}
+    images, _ = linker.load_images([doc])
+    query = retrieval_vectors(linker._encode_mentions([doc.ents[0]], images), query=True)
+    cache = linker.entity_cache
+    expected = {cache.kb_ids[row] for row in cache.nearest(query, max_candidates or 6)[0]}
+    assert ranked == expected and len(ranked) == (max_candidates or 6)
+
+
 def test_overwrite_false_keeps_existing_ids(build_nlp):
     nlp = build_nlp(component_overrides={"overwrite": False})
     doc = make_doc(nlp, "Q1", color_image(ENTITIES[0][3]))
@@ -253,7 +270,7 @@ def test_all_units_off_is_a_config_error(build_nlp):
         build_nlp(use_text_unit=False, use_image_unit=False, use_t2v_unit=False, use_v2t_unit=False)
 
 
-@pytest.mark.parametrize("setting,value", [("top_k", -1), ("n_hard_negatives", -2), ("max_context_tokens", 0), ("entity_batch_size", 0), ("entity_cache_precision", "int4")])
+@pytest.mark.parametrize("setting,value", [("top_k", -1), ("max_candidates", 0), ("n_hard_negatives", -2), ("max_context_tokens", 0), ("entity_batch_size", 0), ("entity_cache_precision", "int4")])
 def test_invalid_settings_are_clear_errors(tiny_clip, setting, value):
     from ..util import linker_config
 

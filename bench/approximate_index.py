@@ -1,0 +1,142 @@
+"""Does an approximate index (IVF) pay for stage 1 at 100K entities?
+
+Run:  python bench/approximate_index.py [--work DIR] [--size 100000]
+
+Stage 1 of linking is an exact top-k over the entity cache's retrieval matrix
+(one matrix product per batch of mentions). This benchmark measures the
+alternative an approximate nearest-neighbour library would use: an inverted
+file (k-means lists; each query scores the vectors of its ``nprobe`` nearest
+lists), implemented with the same torch primitives, on the retrieval vectors
+of the tiny demo model over a KB grown to ``--size`` entities. It prints the
+time per mention and the recall@10 against the exact top-10 for several
+list counts and probe counts, next to the exact search. The linker ships the
+exact search because, on the machine in BENCHMARKS.md, no setting was both
+faster and as accurate (see the table there).
+"""
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import numpy
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import scale  # noqa: E402
+
+
+def kmeans(vectors, n_lists: int, iterations: int = 10, sample: int = 65536, seed: int = 0):
+    """Centroids from Lloyd's k-means on a sample of the vectors."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    if vectors.shape[0] > sample:
+        vectors = vectors[torch.randperm(vectors.shape[0], generator=generator)[:sample]]
+    centroids = vectors[torch.randperm(vectors.shape[0], generator=generator)[:n_lists]].clone()
+    for _ in range(iterations):
+        assignment = nearest_centroid(vectors, centroids)
+        sums = torch.zeros_like(centroids).index_add_(0, assignment, vectors)
+        counts = torch.bincount(assignment, minlength=n_lists).unsqueeze(1).float()
+        centroids = torch.where(counts > 0, sums / counts.clamp(min=1), centroids)
+    return centroids
+
+
+def nearest_centroid(vectors, centroids, chunk: int = 16384):
+    import torch
+
+    half_norms = 0.5 * (centroids * centroids).sum(1)
+    return torch.cat([(vectors[i : i + chunk] @ centroids.T - half_norms).argmax(1) for i in range(0, vectors.shape[0], chunk)])
+
+
+class InvertedFile:
+    """Vectors grouped by k-means list; a query scores the lists nearest to it."""
+
+    def __init__(self, vectors, n_lists: int):
+        import torch
+
+        self.centroids = kmeans(vectors, n_lists)
+        assignment = nearest_centroid(vectors, self.centroids)
+        self.order = torch.argsort(assignment, stable=True)
+        self.sizes = torch.bincount(assignment, minlength=n_lists)
+        self.offsets = torch.cumsum(self.sizes, 0) - self.sizes
+        self.padding = vectors.shape[0]
+        self.sorted = torch.cat([vectors[self.order], torch.zeros(1, vectors.shape[1])])
+
+    def search(self, queries, n_probe: int, k: int):
+        import torch
+
+        probe = torch.topk(queries @ self.centroids.T, n_probe, dim=1).indices
+        lengths = self.sizes[probe].flatten()
+        per_query = self.sizes[probe].sum(1)
+        starts = torch.repeat_interleave(self.offsets[probe].flatten(), lengths)
+        positions = starts + torch.arange(int(lengths.sum())) - torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths, lengths)
+        query_of = torch.repeat_interleave(torch.arange(queries.shape[0]), per_query)
+        column = torch.arange(positions.shape[0]) - torch.repeat_interleave(torch.cumsum(per_query, 0) - per_query, per_query)
+        index = torch.full((queries.shape[0], int(per_query.max())), self.padding, dtype=torch.long)
+        index[query_of, column] = positions
+        scores = torch.bmm(self.sorted[index], queries.unsqueeze(2)).squeeze(2)
+        scores[index == self.padding] = float("-inf")
+        top = torch.topk(scores, k, dim=1).indices
+        return self.order[index.gather(1, top).clamp(max=self.padding - 1)]
+
+
+def timed_batches(search, queries, batch: int = 64) -> Tuple[float, List[List[int]]]:
+    found: List[List[int]] = []
+    start = time.perf_counter()
+    for i in range(0, queries.shape[0], batch):
+        found.extend(search(queries[i : i + batch]).tolist())
+    return 1000 * (time.perf_counter() - start) / queries.shape[0], found
+
+
+def retrieval_data(work: Path, size: int):
+    """Retrieval vectors of a KB grown to ``size`` and of the demo's test mentions."""
+    import spacy
+
+    from spacy_m3el.pipeline.entity_cache import retrieval_vectors
+
+    if not (work / "pipeline").exists():
+        scale.train_demo_pipeline(work, 300)
+    nlp = spacy.load(work / "pipeline")
+    linker = nlp.get_pipe("m3el_linker")
+    kb = scale.grow_kb(linker.kb, size)
+    linker.set_kb(lambda vocab: kb)
+    docs, _ = scale.test_docs(nlp, work / "corpus" / "test.spacy")
+    images, _ = linker.load_images(docs)
+    mentions = linker._encode_mentions([d.ents[0] for d in docs], images)
+    return linker.entity_cache.vectors, retrieval_vectors(mentions, query=True)
+
+
+def main() -> None:
+    import torch
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--size", type=int, default=100_000)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    import tempfile
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="m3el-ivf-"))
+    vectors, queries = (torch.from_numpy(a) for a in retrieval_data(work, args.size))
+    k = 10
+    queries = torch.cat([queries] * 3)  # more batches for steadier timings
+    timed_batches(lambda q: torch.topk(q @ vectors.T, k, dim=1).indices, queries[:64])
+    exact_ms, exact = timed_batches(lambda q: torch.topk(q @ vectors.T, k, dim=1).indices, queries)
+    rows: List[Dict[str, object]] = [{"method": "exact", "build_s": 0.0, "ms": exact_ms, "recall": 1.0}]
+    for n_lists in (256, 1024):
+        start = time.perf_counter()
+        index = InvertedFile(vectors, n_lists)
+        build = time.perf_counter() - start
+        for n_probe in (4, 8, 16, 32):
+            ms, found = timed_batches(lambda q: index.search(q, n_probe, k), queries)
+            recall = float(numpy.mean([len(set(f) & set(e)) / k for f, e in zip(found, exact)]))
+            rows.append({"method": f"IVF {n_lists} lists, nprobe {n_probe}", "build_s": build, "ms": ms, "recall": recall})
+    print(f"{args.size:,} entities x {vectors.shape[1]} dims, {queries.shape[0]} queries in batches of 64; {scale.machine()}")
+    print("| stage 1 | index build s | ms/mention | recall@10 vs exact |\n|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['method']} | {row['build_s']:.1f} | {row['ms']:.3f} | {row['recall']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
