@@ -169,7 +169,7 @@ def grow_kb(kb, size: int, seed: int = 1):
 # One KB size, in its own process -------------------------------------------------
 
 
-def measure_size(pipeline: Path, corpus: Path, size: int, exhaustive_limit: int) -> Dict[str, float]:
+def measure_size(pipeline: Path, corpus: Path, size: int, exhaustive_limit: int, max_candidates: str = "pipeline") -> Dict[str, float]:
     import spacy
     import torch
 
@@ -182,6 +182,8 @@ def measure_size(pipeline: Path, corpus: Path, size: int, exhaustive_limit: int)
     linker = nlp.get_pipe("m3el_linker")
     kb = grow_kb(linker.kb, size)
     linker.set_kb(lambda vocab: kb)
+    if max_candidates != "pipeline":
+        linker.max_candidates = None if max_candidates == "none" else int(max_candidates)
     result: Dict[str, float] = {"size": size}
     start = time.perf_counter()
     cache = linker.entity_cache
@@ -477,6 +479,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1K and 10K only, no ViT-B/32 and no 1M")
     parser.add_argument("--steps", type=int, default=300, help="training steps of the tiny linker")
     parser.add_argument("--exhaustive-limit", type=int, default=216, help="mentions ranked exhaustively per size (at most 108 at 100K and above)")
+    parser.add_argument("--max-candidates", default="pipeline", help="override the linker's max_candidates (a number, or 'none' for no limit)")
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument("--work", type=Path, default=None)
     args = parser.parse_args()
@@ -493,7 +496,7 @@ def main() -> None:
     for size in sizes:
         limit = args.exhaustive_limit if size < 100_000 else min(args.exhaustive_limit, 108)
         print(f"KB of {size:,} entities ...", flush=True)
-        results["sizes"].append(in_subprocess("measure_size", str(pipeline), str(corpus), size, limit))
+        results["sizes"].append(in_subprocess("measure_size", str(pipeline), str(corpus), size, limit, args.max_candidates))
         print(json.dumps(results["sizes"][-1]), flush=True)
     import spacy
 
@@ -508,7 +511,7 @@ def main() -> None:
         results["million"] = in_subprocess("measure_stage1_million")
     results["targets"] = targets(results)
     results["wall_s"] = time.perf_counter() - start
-    command = "python bench/scale.py" + (" --quick" if args.quick else "")
+    command = " ".join(["python bench/scale.py", *sys.argv[1:]])
     text = report(results, command)
     print(text)
     args.output.write_text(text, encoding="utf8")

@@ -59,7 +59,7 @@ DEFAULT_MODEL = Config().from_str(DEFAULT_MODEL_CONFIG)["model"]
         "use_gold_ents": True,
         "threshold": None,
         "top_k": 10,
-        "max_candidates": 32,
+        "max_candidates": 16,
         "n_hard_negatives": 3,
         "get_candidates_batch": {"@misc": "spacy_m3el.AliasCandidatesBatch.v1"},
         "generate_empty_kb": {"@misc": "spacy_m3el.EmptyKB.v1"},

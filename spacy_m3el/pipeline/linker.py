@@ -90,7 +90,7 @@ class M3ELLinker(TrainablePipe):
         use_gold_ents: bool = True,
         threshold: Optional[float] = None,
         top_k: int = 10,
-        max_candidates: Optional[int] = 32,
+        max_candidates: Optional[int] = 16,
         n_hard_negatives: int = 3,
         get_candidates_batch: Callable[[MultimodalKB, Iterable[Span]], Iterable[Iterable[Any]]],
         generate_empty_kb: Callable[[Vocab, int], MultimodalKB],
@@ -105,7 +105,9 @@ class M3ELLinker(TrainablePipe):
     ) -> None:
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise ValueError(Errors.E1043)
-        minimums = {"top_k": (top_k, 0), "max_candidates": (1 if max_candidates is None else max_candidates, 1), "n_hard_negatives": (n_hard_negatives, 0), "max_context_tokens": (max_context_tokens, 1), "entity_batch_size": (entity_batch_size, 1)}
+        if max_candidates is not None and max_candidates < 1:
+            raise ValueError(f"{name}: max_candidates must be at least 1 (or null for no limit), got {max_candidates}.")
+        minimums = {"top_k": (top_k, 0), "n_hard_negatives": (n_hard_negatives, 0), "max_context_tokens": (max_context_tokens, 1), "entity_batch_size": (entity_batch_size, 1)}
         for key, (value, minimum) in minimums.items():
             if value < minimum:
                 raise ValueError(f"{name}: {key} must be at least {minimum}, got {value}.")
