@@ -212,7 +212,7 @@ def measure_size(pipeline: Path, corpus: Path, size: int, exhaustive_limit: int,
     timers.wrap(linker, "_encode_mentions", "encoder")
     timers.wrap(linker, "candidate_rows", "stage1")
     timers.wrap(linker, "_rerank", "stage2")
-    list(nlp.pipe([d.copy() for d in docs[:32]], batch_size=64))  # warm-up
+    list(nlp.pipe([d.copy() for d in docs], batch_size=64))  # warm-up: first calls of each kernel are slower
     copies = iter([[d.copy() for d in docs] for _ in range(5)])
 
     def link_all():
@@ -224,6 +224,7 @@ def measure_size(pipeline: Path, corpus: Path, size: int, exhaustive_limit: int,
     result.update({"mentions": n, "pipe_ms": 1000 * elapsed / n, "pipe_per_s": n / elapsed})
     for stage in ("encoder", "stage1", "stage2"):
         result[f"{stage}_ms"] = 1000 * stage_seconds.get(stage, 0.0) / n
+    result["bare_per_s"] = bare_encoder(nlp, docs)
     predicted = [d.ents[0].kb_id_ for d in linked]
     # Stage-1 recall: the gold among the reranked candidates, and retrieval alone at several k.
     images, _ = linker.load_images(docs)
@@ -371,22 +372,21 @@ def measure_vit(work: Path, corpus: Path, sizes: List[int]) -> Dict[str, object]
 def measure_stage1_million(n: int = 1_000_000) -> Dict[str, float]:
     import torch
 
-    from spacy_m3el.pipeline.entity_cache import EntityCache
+    from spacy_m3el.pipeline.retrieval import RetrievalMatrix
 
     torch.set_num_threads(2)
     out = {}
     for name, width in (("tiny", 128), ("vit_b32", 800)):
-        cache = EntityCache.__new__(EntityCache)
-        cache.kb_ids = [str(i) for i in range(n)]
-        cache.vectors = numpy.random.default_rng(0).standard_normal((n, width), dtype=numpy.float32)
+        rng = numpy.random.default_rng(0)
+        matrix = RetrievalMatrix.from_chunks(rng.standard_normal((min(65536, n - start), width), dtype=numpy.float32) for start in range(0, n, 65536))
         queries = numpy.random.default_rng(1).standard_normal((64, width), dtype=numpy.float32)
-        cache.nearest(queries[:8], 10)
-        start = time.perf_counter()
-        cache.nearest(queries, 10)
-        out[f"{name}_ms_per_mention"] = 1000 * (time.perf_counter() - start) / 64
-        out[f"{name}_matrix_mib"] = cache.vectors.nbytes / 2**20
+        matrix.nearest(queries[:8], 10)
+        elapsed, _ = median_run(lambda: matrix.nearest(queries, 10), repeats=3)
+        out[f"{name}_ms_per_mention"] = 1000 * elapsed / 64
+        out[f"{name}_matrix_mib"] = matrix.nbytes / 2**20
+        out[f"{name}_entities"] = len(matrix)
         out[f"{name}_width"] = width
-        del cache
+        del matrix
     out["peak_rss_mib"] = peak_rss_mib()
     return out
 
@@ -433,16 +433,16 @@ def report(results: Dict[str, object], command: str) -> str:
               f"Two-stage = the KB's alias candidates + top-{sizes[0]['top_k']} retrieval, at most {sizes[0]['max_candidates']} of them (by retrieval score) reranked with the full score, through `nlp.pipe`; "
               "stage 1 includes the alias lookup. Exhaustive = every mention against every entity (the papers' protocol). "
               "Candidates = mean reranked per mention (before the cap). Same top-1 = share of mentions where two-stage and exhaustive pick the same entity.", "",
-              "| entities | cache build s | cache B/entity (int8 / fp16 / fp32) | two-stage ms/mention (encoder / stage 1 / stage 2) | mentions/s | candidates | exhaustive ms/mention | speed-up | retrieval recall@1/5/10/50 | stage-1 recall | exhaustive top-1 in stage 1 | Hits@1 two-stage / exhaustive (same mentions) | same top-1 | peak RSS MiB |",
+              "| entities | cache build s | cache B/entity (int8 / fp16 / fp32) | two-stage ms/mention (encoder / stage 1 / stage 2) | mentions/s (bare encoder) | candidates | exhaustive ms/mention | speed-up | retrieval recall@1/5/10/50 | stage-1 recall | exhaustive top-1 in stage 1 | Hits@1 two-stage / exhaustive (same mentions) | same top-1 | peak RSS MiB |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sizes:
         lines.append(
             f"| {r['size']:,} | {r['cache_build_s']:.1f} | {r['bytes_per_entity_int8']:.0f} / {r['bytes_per_entity_float16']:.0f} / {r['bytes_per_entity_float32']:.0f} | "
-            f"{r['pipe_ms']:.2f} ({r['encoder_ms']:.2f} / {r['stage1_ms']:.2f} / {r['stage2_ms']:.2f}) | {r['pipe_per_s']:.0f} | {r['candidates']:.1f} ({r['candidates_uncapped']:.1f}) | {r['exhaustive_ms']:.1f} (n={r['exhaustive_mentions']}) | "
+            f"{r['pipe_ms']:.2f} ({r['encoder_ms']:.2f} / {r['stage1_ms']:.2f} / {r['stage2_ms']:.2f}) | {r['pipe_per_s']:.0f} ({r['bare_per_s']:.0f}) | {r['candidates']:.1f} ({r['candidates_uncapped']:.1f}) | {r['exhaustive_ms']:.1f} (n={r['exhaustive_mentions']}) | "
             f"{r['exhaustive_ms'] / r['pipe_ms']:.0f}x | {r['retrieval_recall@1']:.2f} / {r['retrieval_recall@5']:.2f} / {r['retrieval_recall@10']:.2f} / {r['retrieval_recall@50']:.2f} | "
             f"{r['stage1_recall']:.3f} | {r['exhaustive_top1_in_stage1']:.3f} | {100 * r['hits1_two_stage_same']:.2f} / {100 * r['hits1_exhaustive']:.2f} | {r['same_top1']:.3f} | {r['peak_rss_mib']:.0f} |"
         )
-    lines += ["", f"Bare encoder on the same mentions (image decode + preprocessing + forward): {results['bare_tiny']:.0f} mentions/s.", ""]
+    lines += ["", "Bare encoder = image decoding, preprocessing and the encoder's forward pass on the same mentions, in the same process: the floor for `nlp.pipe`.", ""]
     vit = results.get("vit")
     if vit:
         lines += ["## CLIP with ViT-B/32 shapes (random weights)", "",
@@ -455,7 +455,7 @@ def report(results: Dict[str, object], command: str) -> str:
     million = results.get("million")
     if million:
         lines += ["## Stage 1 over 1M entities (synthetic retrieval matrix, batches of 64 mentions)", "",
-                  f"Tiny widths ({million['tiny_width']}): {million['tiny_ms_per_mention']:.2f} ms/mention ({million['tiny_matrix_mib']:.0f} MiB matrix); ViT-B/32 widths ({million['vit_b32_width']}): {million['vit_b32_ms_per_mention']:.2f} ms/mention ({million['vit_b32_matrix_mib']:.0f} MiB); peak RSS {million['peak_rss_mib']:.0f} MiB.", ""]
+                  f"Exhaustive int8 search with float32 rescoring of the shortlist. Tiny widths ({million['tiny_width']}): {million['tiny_ms_per_mention']:.2f} ms/mention ({million['tiny_matrix_mib']:.0f} MiB int8 matrix); ViT-B/32 widths ({million['vit_b32_width']}): {million['vit_b32_ms_per_mention']:.2f} ms/mention ({million['vit_b32_matrix_mib']:.0f} MiB); peak RSS {million['peak_rss_mib']:.0f} MiB.", ""]
     lines += ["## Training throughput (tiny encoder; no step re-encodes the KB)", "", "| batch | examples/s | peak RSS MiB |", "|---|---|---|"]
     for size, t in results["training"].items():
         lines.append(f"| {size} | {t['examples_per_s']:.0f} | {t['peak_rss_mib']:.0f} |")
@@ -473,7 +473,7 @@ def targets(results: Dict[str, object]) -> List[tuple]:
         (f"Hits@1 within 0.5 points of exhaustive at {large['size']:,}", f"{100 * (large['hits1_two_stage_same'] - large['hits1_exhaustive']):+.2f} points",
          abs(large["hits1_two_stage_same"] - large["hits1_exhaustive"]) <= 0.005),
         (f"time per mention at {large['size']:,} <= 2x at {small['size']:,}", f"{large['pipe_ms'] / small['pipe_ms']:.2f}x", large["pipe_ms"] <= 2 * small["pipe_ms"]),
-        ("nlp.pipe >= 70% of the bare encoder (tiny)", f"{100 * small['pipe_per_s'] / results['bare_tiny']:.0f}%", small["pipe_per_s"] >= 0.7 * results["bare_tiny"]),
+        (f"nlp.pipe >= 70% of the bare encoder (tiny, {small['size']:,} entities)", f"{100 * small['pipe_per_s'] / small['bare_per_s']:.0f}%", small["pipe_per_s"] >= 0.7 * small["bare_per_s"]),
         ("cache <= 10 KB per entity (tiny, int8)", f"{large['bytes_per_entity_int8']:.0f} B", large["bytes_per_entity_int8"] <= 10_000),
     ]
     vit = results.get("vit")
@@ -509,10 +509,6 @@ def main() -> None:
         print(f"KB of {size:,} entities ...", flush=True)
         results["sizes"].append(in_subprocess("measure_size", str(pipeline), str(corpus), size, limit, args.max_candidates))
         print(json.dumps(results["sizes"][-1]), flush=True)
-    import spacy
-
-    nlp = spacy.load(pipeline)
-    results["bare_tiny"] = bare_encoder(nlp, test_docs(nlp, corpus / "test.spacy")[0])
     print("training throughput ...", flush=True)
     results["training"] = in_subprocess("measure_training", str(pipeline), str(corpus))
     if not args.quick:

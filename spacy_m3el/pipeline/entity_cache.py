@@ -8,14 +8,16 @@ vector (or float16/float32), padding masks as lengths. The cache records
 fingerprints of the weights and the KB it was computed from; a cache whose
 fingerprints do not match is never used.
 
-Stage 1 of linking (retrieval) is a matrix product of mention vectors with
-the cache's retrieval matrix; stage 2 reranks the retrieved candidates with
-the full score, dequantizing only their rows.
+Stage 1 of linking (retrieval) searches the cache's retrieval matrix
+(:mod:`.retrieval`); stage 2 reranks the retrieved candidates with the full
+score, dequantizing only their rows.
 """
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Union
+from typing import Collection, Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy
+
+from .retrieval import RetrievalMatrix
 
 SideArrays = Dict[str, numpy.ndarray]
 PRECISIONS = ("int8", "float16", "float32")
@@ -23,6 +25,8 @@ PRECISIONS = ("int8", "float16", "float32")
 # units are (G2G + G2L) / 2, so their global dot products count half.
 RETRIEVAL_PARTS = (("text.g", 0.5), ("retrieval.text", 1.0), ("image.g", 0.5), ("cross.t2v", 1.0), ("cross.v2t", 1.0))
 IMAGE_PARTS = ("image.g", "cross.t2v", "cross.v2t")
+RETRIEVAL_KEYS = frozenset([key for key, _ in RETRIEVAL_PARTS] + ["has_image"])
+RETRIEVAL_CHUNK = 32768  # entities decoded at a time when the retrieval matrix is built
 CACHE_FORMAT = "spacy_m3el.entity_cache.v1"
 
 
@@ -103,13 +107,13 @@ def encode_side(side: SideArrays, precision: str) -> Dict[str, numpy.ndarray]:
     return stored
 
 
-def decode_rows(stored: Dict[str, numpy.ndarray], rows: Optional[Sequence[int]] = None) -> SideArrays:
-    """Float32 side features of some rows (all rows if ``rows`` is None)."""
-    index = slice(None) if rows is None else numpy.asarray(rows, dtype="int64")
+def decode_rows(stored: Dict[str, numpy.ndarray], rows: Union[None, slice, Sequence[int]] = None, keys: Optional[Collection[str]] = None) -> SideArrays:
+    """Float32 side features of some rows (all rows if ``rows`` is None), of ``keys`` only if given."""
+    index = slice(None) if rows is None else rows if isinstance(rows, slice) else numpy.asarray(rows, dtype="int64")
     side: SideArrays = {}
     for name, value in stored.items():
         key, _, part = name.partition(":")
-        if part in ("scale", "width"):
+        if part in ("scale", "width") or (keys is not None and key not in keys):
             continue
         if part == "len":
             width = int(stored[f"{key}:width"][0])
@@ -124,7 +128,7 @@ def decode_rows(stored: Dict[str, numpy.ndarray], rows: Optional[Sequence[int]] 
 
 
 class EntityCache:
-    """Encoded entity sides of a whole KB, with a retrieval matrix.
+    """Encoded entity sides of a whole KB, with a retrieval matrix (``retrieval``).
 
     kb_ids (List[str]): one row per entity, in KB order.
     stored (Dict[str, numpy.ndarray]): compact side features (see :func:`encode_side`).
@@ -140,7 +144,8 @@ class EntityCache:
         self.model_fingerprint = model_fingerprint
         self.kb_fingerprint = kb_fingerprint
         self.rows = {kb_id: i for i, kb_id in enumerate(self.kb_ids)}
-        self.vectors = retrieval_vectors(self.side_rows(None)) if self.kb_ids else numpy.zeros((0, 0), "float32")
+        chunks = (slice(start, start + RETRIEVAL_CHUNK) for start in range(0, len(self.kb_ids), RETRIEVAL_CHUNK))
+        self.retrieval = RetrievalMatrix.from_chunks(retrieval_vectors(decode_rows(stored, rows, RETRIEVAL_KEYS)) for rows in chunks)
 
     @classmethod
     def from_side(cls, kb_ids: List[str], side: SideArrays, precision: str, model_fingerprint: str, kb_fingerprint: str) -> "EntityCache":
@@ -169,18 +174,13 @@ class EntityCache:
 
     def nearest(self, query_vectors: numpy.ndarray, k: int) -> List[List[int]]:
         """Rows of the k entities with the highest retrieval score for each query."""
-        import torch
-
-        if k <= 0 or len(self) == 0:
-            return [[] for _ in range(query_vectors.shape[0])]
-        scores = torch.from_numpy(query_vectors) @ torch.from_numpy(self.vectors).T
-        return torch.topk(scores, min(k, len(self)), dim=1).indices.tolist()
+        if len(self) == 0:
+            return [[] for _ in range(len(query_vectors))]
+        return self.retrieval.nearest(query_vectors, k)
 
     def most_similar(self, query_vector: numpy.ndarray, rows: Sequence[int], n: int) -> List[int]:
         """The n of ``rows`` with the highest retrieval score for one query, best first."""
-        index = numpy.asarray(rows, dtype="int64")
-        scores = self.vectors[index] @ query_vector
-        return index[numpy.argsort(-scores, kind="stable")[:n]].tolist()
+        return self.retrieval.most_similar(query_vector, rows, n)
 
     # Serialization ----------------------------------------------------------
 

@@ -75,7 +75,7 @@ def test_nearest_matches_brute_force():
     side = random_side(n=50, seed=3)
     cache = EntityCache.from_side([str(i) for i in range(50)], side, "float32", "m", "k")
     queries = retrieval_vectors(random_side(n=4, seed=4), query=True)
-    expected = numpy.argsort(-(queries @ cache.vectors.T), axis=1)[:, :5]
+    expected = numpy.argsort(-(queries @ cache.retrieval.vectors().T), axis=1)[:, :5]
     assert cache.nearest(queries, 5) == expected.tolist()
     assert cache.nearest(queries, 0) == [[], [], [], []]
 
@@ -85,7 +85,7 @@ def test_most_similar_ranks_the_given_rows_only():
     cache = EntityCache.from_side([str(i) for i in range(50)], side, "float32", "m", "k")
     query = retrieval_vectors(random_side(n=1, seed=6), query=True)[0]
     rows = [40, 3, 17, 8, 29, 11]
-    scores = cache.vectors[rows] @ query
+    scores = cache.retrieval.vectors(rows) @ query
     expected = [rows[i] for i in numpy.argsort(-scores)[:4]]
     assert cache.most_similar(query, rows, 4) == expected
     assert sorted(cache.most_similar(query, rows, 10)) == sorted(rows)
