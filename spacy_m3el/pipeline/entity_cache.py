@@ -48,6 +48,21 @@ def concat_sides(parts: Sequence[SideArrays]) -> SideArrays:
     return merged
 
 
+def concat_stored(parts: Sequence[Dict[str, numpy.ndarray]]) -> Dict[str, numpy.ndarray]:
+    """Concatenate batches of stored features (:func:`encode_side`) along the item axis.
+
+    Token arrays are padded to the longest batch, and the stored mask width is
+    the longest; padded positions lie beyond every item's length.
+    """
+    if not parts:
+        return {}
+    merged = concat_sides([{k: v for k, v in part.items() if not k.endswith(":width")} for part in parts])
+    for name in parts[0]:
+        if name.endswith(":width"):
+            merged[name] = numpy.max([part[name] for part in parts], axis=0)
+    return merged
+
+
 def _pad_axis1(array: numpy.ndarray, length: int) -> numpy.ndarray:
     extra = length - array.shape[1]
     if extra == 0:

@@ -19,7 +19,7 @@ from thinc.api import Model
 from ..images import STATUS_ATTR, copy_image, install_image_extension
 from ..kb import MultimodalKB
 from ..scoring import CANDIDATES_ATTR
-from .entity_cache import EntityCache, SideArrays, concat_sides, retrieval_vectors
+from .entity_cache import EntityCache, SideArrays, concat_sides, concat_stored, encode_side, retrieval_vectors
 from .inputs import ImageCache, entity_text, load_doc_images, load_entity_image, mention_text
 
 logger = logging.getLogger("spacy_m3el")
@@ -333,17 +333,25 @@ class M3ELLinker(TrainablePipe):
         return digest.hexdigest()
 
     def build_entity_cache(self, model_fingerprint: Optional[str] = None, kb_fingerprint: Optional[str] = None) -> EntityCache:
-        """Encode every KB entity (first image of each) with the current weights."""
+        """Encode every KB entity (first image of each) with the current weights.
+
+        Entities are decoded, encoded and compacted a batch at a time, so memory
+        holds one batch of images and float features, not the whole KB's.
+        """
         records = list(self.kb.records())
         needs_images = self.net.units.needs_images
-        images = [load_entity_image(self.kb, r, self._images) if needs_images else None for r in records]
-        unreadable = sum(1 for r, image in zip(records, images) if needs_images and r.images and image is None)
+        stored, unreadable = [], 0
+        for start in range(0, len(records), self.entity_batch_size):
+            batch = records[start : start + self.entity_batch_size]
+            images = [load_entity_image(self.kb, r, self._images) if needs_images else None for r in batch]
+            unreadable += sum(1 for r, image in zip(batch, images) if needs_images and r.images and image is None)
+            side = self._encode("entity", [entity_text(r) for r in batch], images)
+            stored.append(encode_side(side, self.entity_cache_precision))
         if unreadable:
             logger.warning("%s: %d entity images could not be read; those entities are encoded from text only.", self.name, unreadable)
-        side = self._encode("entity", [entity_text(r) for r in records], images)
-        return EntityCache.from_side(
+        return EntityCache(
             [r.kb_id for r in records],
-            side,
+            concat_stored(stored),
             self.entity_cache_precision,
             model_fingerprint or self.model_fingerprint(),
             kb_fingerprint or self.kb.fingerprint(),

@@ -12,7 +12,9 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy
 
-CHUNK_ROWS = 1 << 18  # entities scored at a time: bounds the [queries, chunk] score matrix
+# Entities scored at a time. Score buffers of [queries, CHUNK_ROWS] are reused across
+# chunks: one large matrix per batch would be fresh memory (page faults) every time.
+CHUNK_ROWS = 32768
 _int_mm_works: Optional[bool] = None
 
 
@@ -34,18 +36,19 @@ def quantize_rows(vectors: numpy.ndarray) -> Tuple[numpy.ndarray, numpy.ndarray]
     return values, scales
 
 
-def int8_dot(queries, values):
+def int8_dot(queries, values, out=None):
     """``queries @ values.T`` of two int8 torch matrices, as a torch tensor.
 
-    Uses torch's int8 kernel where it exists and accepts the inputs, and float32
-    otherwise (exact for widths up to 1,040).
+    Uses torch's int8 kernel where it exists and accepts the inputs (writing
+    into the int32 tensor ``out`` if given), and float32 otherwise (exact for
+    widths up to 1,040).
     """
     global _int_mm_works
     import torch
 
     if _int_mm_works is not False and hasattr(torch, "_int_mm"):
         try:
-            result = torch._int_mm(queries, values.T)
+            result = torch._int_mm(queries, values.T) if out is None else torch._int_mm(queries, values.T, out=out)
             _int_mm_works = True
             return result
         except RuntimeError:
@@ -114,10 +117,14 @@ class RetrievalMatrix:
         shortlist = min(len(self), 2 * k + 16)
         query_values = torch.from_numpy(quantize_rows(queries)[0])
         values, scales = torch.from_numpy(self.values), torch.from_numpy(self.scales)
+        size = len(queries) * min(CHUNK_ROWS, len(self))
+        int_buffer, float_buffer = torch.empty(size, dtype=torch.int32), torch.empty(size)
         top_scores, top_rows = [], []
         for start in range(0, len(self), CHUNK_ROWS):
             stop = min(start + CHUNK_ROWS, len(self))
-            scores = int8_dot(query_values, values[start:stop]).float().mul_(scales[start:stop])
+            shape = (len(queries), stop - start)
+            products = int8_dot(query_values, values[start:stop], out=int_buffer[: shape[0] * shape[1]].view(shape))
+            scores = torch.mul(products, scales[start:stop], out=float_buffer[: shape[0] * shape[1]].view(shape))
             top = torch.topk(scores, min(shortlist, stop - start), dim=1)
             top_scores.append(top.values)
             top_rows.append(top.indices + start)

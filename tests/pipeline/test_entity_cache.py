@@ -5,7 +5,7 @@ import numpy
 import pytest
 import spacy
 
-from spacy_m3el.pipeline.entity_cache import EntityCache, decode_rows, encode_side, retrieval_vectors
+from spacy_m3el.pipeline.entity_cache import EntityCache, concat_sides, concat_stored, decode_rows, encode_side, retrieval_vectors
 
 from ..util import ENTITIES, color_image, make_doc, make_examples, train, unlabeled
 
@@ -97,6 +97,33 @@ def test_retrieval_ignores_image_parts_without_image():
     vectors = retrieval_vectors(side)
     width = side["text.g"].shape[1]
     assert not vectors[:, width:].any()
+
+
+@pytest.mark.parametrize("precision", ["int8", "float16"])
+def test_stored_batches_concatenate_like_the_whole(precision):
+    parts = [random_side(n=3, length=2, seed=11), random_side(n=4, length=6, seed=12), random_side(n=2, length=4, seed=13)]
+    whole = decode_rows(encode_side(concat_sides(parts), precision))
+    batched = decode_rows(concat_stored([encode_side(part, precision) for part in parts]))
+    assert set(batched) == set(whole)
+    for key in whole:
+        numpy.testing.assert_array_equal(batched[key], whole[key], err_msg=key)
+    assert concat_stored([]) == {}
+
+
+def test_cache_is_the_same_whatever_the_batch_size(build_nlp):
+    nlp = build_nlp()
+    linker = nlp.get_pipe("m3el_linker")
+    whole = linker.build_entity_cache()
+    linker.entity_batch_size = 1
+    one_by_one = linker.build_entity_cache()
+    assert one_by_one.kb_ids == whole.kb_ids
+    expected, got = decode_rows(whole.stored), decode_rows(one_by_one.stored)
+    for key, value in expected.items():
+        if value.ndim == 3:  # token features: padding positions hold whatever the encoder gave them
+            mask = expected[key.split(".")[0] + ".mask"]
+            value, got[key] = value * mask[..., None], got[key] * mask[..., None]
+        numpy.testing.assert_allclose(got[key], value, atol=1e-5, err_msg=key)
+    numpy.testing.assert_array_equal(one_by_one.retrieval.values, whole.retrieval.values)
 
 
 def test_saved_pipeline_reuses_its_cache(build_nlp, tmp_path, monkeypatch):

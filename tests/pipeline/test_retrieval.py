@@ -68,7 +68,7 @@ def test_nearest_without_int8_kernel(monkeypatch):
     queries = random_vectors(5, seed=7)
     expected = matrix.nearest(queries, 10)
 
-    def no_kernel(*args):
+    def no_kernel(*args, **kwargs):
         raise RuntimeError("_int_mm is not supported on this platform")
 
     monkeypatch.setattr(retrieval, "_int_mm_works", None)
