@@ -24,13 +24,14 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy
 
@@ -426,6 +427,24 @@ def in_subprocess(function: str, *args) -> object:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+IVF_HEADING = "## Approximate index (IVF) vs exhaustive stage 1"  # written by approximate_index.py
+
+
+def section(text: str, heading: str) -> Optional[str]:
+    """The Markdown section under the level-2 ``heading`` (up to the next one), if present."""
+    match = re.search(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", text, flags=re.S | re.M)
+    return match.group(0).rstrip("\n") + "\n" if match else None
+
+
+def write_section(path: Path, heading: str, body: str) -> None:
+    """Replace the section ``heading`` of the Markdown file at ``path``, or append it."""
+    text = path.read_text(encoding="utf8") if path.exists() else "# Benchmarks\n"
+    old = section(text, heading)
+    block = f"{heading}\n\n{body.strip()}\n"
+    text = text.replace(old, block) if old else f"{text.rstrip()}\n\n{block}"
+    path.write_text(text, encoding="utf8")
+
+
 def report(results: Dict[str, object], command: str) -> str:
     sizes = results["sizes"]
     lines = ["# Benchmarks", "", f"Machine: {results['machine']}", f"Date: {results['date']}", f"Command: `{command}` ({results['wall_s'] / 60:.1f} min)", ""]
@@ -521,7 +540,8 @@ def main() -> None:
     command = " ".join(["python bench/scale.py", *sys.argv[1:]])
     text = report(results, command)
     print(text)
-    args.output.write_text(text, encoding="utf8")
+    kept = section(args.output.read_text(encoding="utf8"), IVF_HEADING) if args.output.exists() else None
+    args.output.write_text(f"{text.rstrip()}\n\n{kept}" if kept else text, encoding="utf8")
     (args.output.with_suffix(".json")).write_text(json.dumps(results, indent=1, default=str), encoding="utf8")
 
 
