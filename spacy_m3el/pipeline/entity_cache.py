@@ -160,7 +160,10 @@ class EntityCache:
         self.kb_fingerprint = kb_fingerprint
         self.rows = {kb_id: i for i, kb_id in enumerate(self.kb_ids)}
         chunks = (slice(start, start + RETRIEVAL_CHUNK) for start in range(0, len(self.kb_ids), RETRIEVAL_CHUNK))
-        self.retrieval = RetrievalMatrix.from_chunks(retrieval_vectors(decode_rows(stored, rows, RETRIEVAL_KEYS)) for rows in chunks)
+        # An int8 cache's retrieval matrix is as coarse as its features; a float one's
+        # shortlist is rescored with the stored floats (decoding costs ~0.1 ms/mention).
+        exact = None if precision == "int8" else self.retrieval_vectors
+        self.retrieval = RetrievalMatrix.from_chunks((self.retrieval_vectors(rows) for rows in chunks), exact=exact)
 
     @classmethod
     def from_side(cls, kb_ids: List[str], side: SideArrays, precision: str, model_fingerprint: str, kb_fingerprint: str) -> "EntityCache":
@@ -183,6 +186,10 @@ class EntityCache:
 
     def side_rows(self, rows: Optional[Sequence[int]]) -> SideArrays:
         return decode_rows(self.stored, rows)
+
+    def retrieval_vectors(self, rows: Union[slice, Sequence[int]]) -> numpy.ndarray:
+        """Float32 retrieval vectors of some rows, from the stored features (at the cache's precision)."""
+        return retrieval_vectors(decode_rows(self.stored, rows, RETRIEVAL_KEYS))
 
     def rows_of(self, kb_ids: Iterable[str]) -> List[int]:
         return [self.rows[kb_id] for kb_id in kb_ids if kb_id in self.rows]

@@ -4,11 +4,14 @@ The entity vectors are held as int8, one float32 scale per row (a quarter of
 float32's memory), and searched exhaustively with int8 matrix products, which
 CPUs with int8 dot-product instructions (VNNI, AMX) run several times faster
 than float32 ones. The search is not approximate in the index sense: every
-entity is scored. Quantizing the query costs a little precision, so a
-shortlist of ``2k + 16`` rows per query is rescored with the float query
-before the top k are returned.
+entity is scored. Quantizing costs precision (most for a query or entity
+whose values differ widely in size), so a shortlist of ``2k + 16`` rows per
+query is rescored in float32 (against the stored float vectors of a float16
+or float32 entity cache) before the top k are returned. On the tiny demo
+model's vectors at 100K entities the result equals the float32 search
+(``bench/approximate_index.py``).
 """
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 import numpy
 
@@ -36,23 +39,36 @@ def quantize_rows(vectors: numpy.ndarray) -> Tuple[numpy.ndarray, numpy.ndarray]
     return values, scales
 
 
+def int_mm_works() -> bool:
+    """Whether torch's int8 matrix product exists here and gives exact results (checked once)."""
+    global _int_mm_works
+    if _int_mm_works is None:
+        import torch
+
+        generator = torch.Generator().manual_seed(0)
+        a = torch.randint(-127, 128, (17, 24), dtype=torch.int8, generator=generator)
+        b = torch.randint(-127, 128, (9, 24), dtype=torch.int8, generator=generator)
+        try:
+            _int_mm_works = bool(torch.equal(torch._int_mm(a, b.T), a.int() @ b.int().T))
+        except (AttributeError, RuntimeError):
+            _int_mm_works = False
+    return _int_mm_works
+
+
 def int8_dot(queries, values, out=None):
     """``queries @ values.T`` of two int8 torch matrices, as a torch tensor.
 
-    Uses torch's int8 kernel where it exists and accepts the inputs (writing
-    into the int32 tensor ``out`` if given), and float32 otherwise (exact for
-    widths up to 1,040).
+    Uses torch's int8 kernel where it works (writing into the int32 tensor
+    ``out`` if given), and float32 otherwise (exact for widths up to 1,040).
     """
-    global _int_mm_works
     import torch
 
-    if _int_mm_works is not False and hasattr(torch, "_int_mm"):
+    # torch 2.13's CPU kernel returns garbage for an inner dimension of 1
+    if queries.shape[1] >= 2 and int_mm_works():
         try:
-            result = torch._int_mm(queries, values.T) if out is None else torch._int_mm(queries, values.T, out=out)
-            _int_mm_works = True
-            return result
-        except RuntimeError:
-            _int_mm_works = False
+            return torch._int_mm(queries, values.T) if out is None else torch._int_mm(queries, values.T, out=out)
+        except RuntimeError:  # shapes or layouts this kernel refuses
+            pass
     return queries.float() @ values.float().T
 
 
@@ -61,27 +77,30 @@ class RetrievalMatrix:
 
     values (numpy.ndarray[N, D]): int8 values.
     scales (numpy.ndarray[N]): float32 scale of each row.
+    exact (Optional[Callable]): Maps row indices to the float32 vectors the
+        shortlist is rescored with; by default the dequantized rows.
     """
 
-    def __init__(self, values: numpy.ndarray, scales: numpy.ndarray):
+    def __init__(self, values: numpy.ndarray, scales: numpy.ndarray, exact: Optional[Callable[[numpy.ndarray], numpy.ndarray]] = None):
         if values.dtype != numpy.int8 or values.ndim != 2:
             raise ValueError(f"RetrievalMatrix values must be a 2-dimensional int8 array, got {values.dtype} {values.shape}.")
         if scales.shape != (values.shape[0],):
             raise ValueError(f"RetrievalMatrix needs one scale per row: {scales.shape} scales for {values.shape[0]} rows.")
         self.values = numpy.ascontiguousarray(values)
         self.scales = numpy.ascontiguousarray(scales, dtype="float32")
+        self.exact = exact or self.vectors
 
     @classmethod
     def from_vectors(cls, vectors: numpy.ndarray) -> "RetrievalMatrix":
         return cls(*quantize_rows(vectors))
 
     @classmethod
-    def from_chunks(cls, chunks: Iterable[numpy.ndarray], width: int = 0) -> "RetrievalMatrix":
+    def from_chunks(cls, chunks: Iterable[numpy.ndarray], width: int = 0, exact: Optional[Callable[[numpy.ndarray], numpy.ndarray]] = None) -> "RetrievalMatrix":
         """Quantize float vectors chunk by chunk (so the float matrix never exists whole)."""
         parts = [quantize_rows(chunk) for chunk in chunks]
         if not parts:
-            return cls(numpy.zeros((0, width), "int8"), numpy.zeros(0, "float32"))
-        return cls(numpy.concatenate([p[0] for p in parts]), numpy.concatenate([p[1] for p in parts]))
+            return cls(numpy.zeros((0, width), "int8"), numpy.zeros(0, "float32"), exact)
+        return cls(numpy.concatenate([p[0] for p in parts]), numpy.concatenate([p[1] for p in parts]), exact)
 
     def __len__(self) -> int:
         return self.values.shape[0]
@@ -115,7 +134,7 @@ class RetrievalMatrix:
             return [[] for _ in range(len(queries))]
         k = min(k, len(self))
         shortlist = min(len(self), 2 * k + 16)
-        query_values = torch.from_numpy(quantize_rows(queries)[0])
+        query_values = torch.from_numpy(quantize_rows(queries)[0])  # a query's scale does not change its ranking
         values, scales = torch.from_numpy(self.values), torch.from_numpy(self.scales)
         size = len(queries) * min(CHUNK_ROWS, len(self))
         int_buffer, float_buffer = torch.empty(size, dtype=torch.int32), torch.empty(size)
@@ -132,12 +151,12 @@ class RetrievalMatrix:
         if len(top_rows) > 1:
             rows = rows.gather(1, torch.topk(torch.cat(top_scores, dim=1), shortlist, dim=1).indices)
         candidates = rows.numpy()
-        exact = numpy.einsum("bsd,bd->bs", self.vectors(candidates.ravel()).reshape(*candidates.shape, -1), queries)
+        exact = numpy.einsum("bsd,bd->bs", self.exact(candidates.ravel()).reshape(*candidates.shape, -1), queries)
         order = numpy.argsort(-exact, axis=1, kind="stable")[:, :k]
         return numpy.take_along_axis(candidates, order, axis=1).tolist()
 
     def most_similar(self, query: numpy.ndarray, rows: Sequence[int], n: int) -> List[int]:
-        """The n of ``rows`` with the highest dot product with one float query, best first."""
+        """The n of ``rows`` with the highest exact dot product with one float query, best first."""
         index = numpy.asarray(rows, dtype="int64")
-        scores = self.vectors(index) @ numpy.asarray(query, dtype="float32")
+        scores = self.exact(index) @ numpy.asarray(query, dtype="float32")
         return index[numpy.argsort(-scores, kind="stable")[:n]].tolist()

@@ -61,6 +61,22 @@ def test_nearest_edge_cases():
         matrix.nearest(random_vectors(2, width=8), 3)
 
 
+def test_nearest_with_width_one():
+    # torch 2.13's int8 kernel returns garbage for an inner dimension of 1
+    matrix = RetrievalMatrix.from_vectors(numpy.arange(1, 101, dtype="float32")[:, None])
+    assert matrix.nearest(numpy.ones((1, 1), "float32"), 3) == [[99, 98, 97]]
+
+
+def test_shortlist_is_rescored_with_the_exact_vectors():
+    vectors = random_vectors(400, seed=12)
+    matrix = RetrievalMatrix(*quantize_rows(vectors), exact=lambda rows: vectors[rows])
+    queries = random_vectors(5, seed=13)
+    expected = numpy.argsort(-(queries @ vectors.T), axis=1, kind="stable")[:, :10].tolist()
+    assert matrix.nearest(queries, 10) == expected
+    rows = list(range(0, 400, 7))
+    assert matrix.most_similar(queries[0], rows, 5) == [rows[i] for i in numpy.argsort(-(vectors[rows] @ queries[0]))[:5]]
+
+
 def test_nearest_without_int8_kernel(monkeypatch):
     import torch
 
