@@ -17,7 +17,7 @@ from typing import Collection, Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy
 
-from .retrieval import RetrievalMatrix
+from .retrieval import RetrievalMatrix, quantize_int8
 
 SideArrays = Dict[str, numpy.ndarray]
 PRECISIONS = ("int8", "float16", "float32")
@@ -94,13 +94,6 @@ def retrieval_vectors(side: SideArrays, query: bool = False) -> numpy.ndarray:
     return numpy.ascontiguousarray(numpy.concatenate(parts, axis=1))
 
 
-def _quantize(array: numpy.ndarray) -> Dict[str, numpy.ndarray]:
-    scale = numpy.abs(array).max(axis=-1, keepdims=True) / 127.0
-    scale = numpy.where(scale == 0, 1.0, scale).astype("float16")
-    values = numpy.clip(numpy.rint(array / scale.astype("float32")), -127, 127).astype("int8")
-    return {"int8": values, "scale": scale}
-
-
 def encode_side(side: SideArrays, precision: str) -> Dict[str, numpy.ndarray]:
     """Compact storage of side features: masks as lengths, floats at ``precision``."""
     if precision not in PRECISIONS:
@@ -115,8 +108,7 @@ def encode_side(side: SideArrays, precision: str) -> Dict[str, numpy.ndarray]:
         elif value.dtype == bool:
             stored[key] = value.astype("uint8")
         elif precision == "int8":
-            for part, array in _quantize(value.astype("float32")).items():
-                stored[f"{key}:{part}"] = array
+            stored[f"{key}:int8"], stored[f"{key}:scale"] = quantize_int8(value.astype("float32"), "float16")
         else:
             stored[key] = value.astype(precision)
     return stored

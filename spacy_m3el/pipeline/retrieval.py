@@ -21,6 +21,20 @@ CHUNK_ROWS = 32768
 _int_mm_works: Optional[bool] = None
 
 
+def quantize_int8(array: numpy.ndarray, scale_dtype: str = "float32") -> Tuple[numpy.ndarray, numpy.ndarray]:
+    """Symmetric int8 quantization with one scale per vector (along the last axis).
+
+    array (numpy.ndarray[..., D]): Float vectors, D > 0.
+    scale_dtype (str): dtype of the scales; values are rounded with the stored scale.
+    RETURNS (Tuple[numpy.ndarray, numpy.ndarray]): int8 values [..., D] and scales [..., 1];
+        ``values * scales`` approximates ``array``.
+    """
+    scale = numpy.abs(array).max(axis=-1, keepdims=True) / 127.0
+    scale = numpy.where(scale == 0, 1.0, scale).astype(scale_dtype)
+    values = numpy.clip(numpy.rint(array / scale.astype("float32")), -127, 127).astype("int8")
+    return values, scale
+
+
 def quantize_rows(vectors: numpy.ndarray) -> Tuple[numpy.ndarray, numpy.ndarray]:
     """Symmetric int8 quantization with one float32 scale per row.
 
@@ -33,10 +47,10 @@ def quantize_rows(vectors: numpy.ndarray) -> Tuple[numpy.ndarray, numpy.ndarray]
         raise ValueError(f"Expected a 2-dimensional array of vectors, got shape {vectors.shape}.")
     if vectors.size and not numpy.isfinite(vectors).all():
         raise ValueError("Retrieval vectors contain NaN or infinite values; the encoder output is broken.")
-    scales = numpy.abs(vectors).max(axis=1) / 127.0 if vectors.shape[1] else numpy.zeros(len(vectors), "float32")
-    scales = numpy.where(scales == 0, 1.0, scales).astype("float32")
-    values = numpy.clip(numpy.rint(vectors / scales[:, None]), -127, 127).astype("int8")
-    return values, scales
+    if not vectors.shape[1]:
+        return numpy.zeros(vectors.shape, "int8"), numpy.ones(len(vectors), "float32")
+    values, scales = quantize_int8(vectors)
+    return values, scales[:, 0]
 
 
 def int_mm_works() -> bool:
