@@ -1,4 +1,5 @@
 """Packaging for spacy-m3el: multimodal entity linking for spaCy."""
+
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -45,7 +46,9 @@ setup(
             f"spacy_m3el.AliasCandidates.v1 = {REGISTRATIONS}:create_alias_candidates_v1",
             f"spacy_m3el.AliasCandidatesBatch.v1 = {REGISTRATIONS}:create_alias_candidates_batch_v1",
         ],
-        "spacy_readers": [f"spacy_m3el.MultimodalCorpus.v1 = {REGISTRATIONS}:create_multimodal_corpus_v1"],
+        "spacy_readers": [
+            f"spacy_m3el.MultimodalCorpus.v1 = {REGISTRATIONS}:create_multimodal_corpus_v1"
+        ],
         "spacy_scorers": [f"spacy_m3el.linker_scorer.v1 = {REGISTRATIONS}:create_linker_scorer_v1"],
     },
     classifiers=[

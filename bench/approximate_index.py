@@ -14,6 +14,7 @@ the recall@10 against the float32 top-10 for several list and probe counts.
 The linker ships the exhaustive int8 search because, on the machines in
 BENCHMARKS.md, no IVF setting was both faster and as accurate.
 """
+
 import argparse
 import sys
 import time
@@ -47,7 +48,12 @@ def nearest_centroid(vectors, centroids, chunk: int = 16384):
     import torch
 
     half_norms = 0.5 * (centroids * centroids).sum(1)
-    return torch.cat([(vectors[i : i + chunk] @ centroids.T - half_norms).argmax(1) for i in range(0, vectors.shape[0], chunk)])
+    return torch.cat(
+        [
+            (vectors[i : i + chunk] @ centroids.T - half_norms).argmax(1)
+            for i in range(0, vectors.shape[0], chunk)
+        ]
+    )
 
 
 class InvertedFile:
@@ -71,9 +77,15 @@ class InvertedFile:
         lengths = self.sizes[probe].flatten()
         per_query = self.sizes[probe].sum(1)
         starts = torch.repeat_interleave(self.offsets[probe].flatten(), lengths)
-        positions = starts + torch.arange(int(lengths.sum())) - torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths, lengths)
+        positions = (
+            starts
+            + torch.arange(int(lengths.sum()))
+            - torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths, lengths)
+        )
         query_of = torch.repeat_interleave(torch.arange(queries.shape[0]), per_query)
-        column = torch.arange(positions.shape[0]) - torch.repeat_interleave(torch.cumsum(per_query, 0) - per_query, per_query)
+        column = torch.arange(positions.shape[0]) - torch.repeat_interleave(
+            torch.cumsum(per_query, 0) - per_query, per_query
+        )
         index = torch.full((queries.shape[0], int(per_query.max())), self.padding, dtype=torch.long)
         index[query_of, column] = positions
         scores = torch.bmm(self.sorted[index], queries.unsqueeze(2)).squeeze(2)
@@ -114,7 +126,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--size", type=int, default=100_000)
-    parser.add_argument("--output", default=str(scale.ROOT / "BENCHMARKS.md"), help="Markdown file whose IVF section is replaced ('' to only print)")
+    parser.add_argument(
+        "--output",
+        default=str(scale.ROOT / "BENCHMARKS.md"),
+        help="Markdown file whose IVF section is replaced ('' to only print)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(2)
     import tempfile
@@ -132,7 +148,10 @@ def main() -> None:
         return torch.tensor(matrix.nearest(q.numpy(), k))
 
     rows: List[Dict[str, object]] = []
-    for name, search in (("exhaustive, float32", float32), ("exhaustive, int8 + rescoring (shipped)", int8)):
+    for name, search in (
+        ("exhaustive, float32", float32),
+        ("exhaustive, int8 + rescoring (shipped)", int8),
+    ):
         timed_batches(search, queries[:64])
         ms, found = timed_batches(search, queries)
         if not rows:
@@ -146,7 +165,14 @@ def main() -> None:
         for n_probe in (4, 8, 16, 32):
             ms, found = timed_batches(lambda q: index.search(q, n_probe, k), queries)
             recall = float(numpy.mean([len(set(f) & set(e)) / k for f, e in zip(found, exact)]))
-            rows.append({"method": f"IVF {n_lists} lists, nprobe {n_probe}", "build_s": build, "ms": ms, "recall": recall})
+            rows.append(
+                {
+                    "method": f"IVF {n_lists} lists, nprobe {n_probe}",
+                    "build_s": build,
+                    "ms": ms,
+                    "recall": recall,
+                }
+            )
     lines = [
         f"Machine: {scale.machine()}. Date: {time.strftime('%Y-%m-%d')}. Command: `python bench/approximate_index.py --size {args.size}`.",
         "",
@@ -156,7 +182,10 @@ def main() -> None:
         "| stage 1 | index build s | ms/mention | recall@10 |",
         "|---|---|---|---|",
     ]
-    lines += [f"| {row['method']} | {row['build_s']:.1f} | {row['ms']:.3f} | {row['recall']:.3f} |" for row in rows]
+    lines += [
+        f"| {row['method']} | {row['build_s']:.1f} | {row['ms']:.3f} | {row['recall']:.3f} |"
+        for row in rows
+    ]
     print("\n".join(lines))
     if args.output:
         scale.write_section(Path(args.output), scale.IVF_HEADING, "\n".join(lines))

@@ -9,6 +9,7 @@ purpose: spaCy's StringStore keeps every new token string it sees (about 0.2 KB
 per unseen number in a first try with "day {i}"), which is spaCy's behaviour,
 not this component's.
 """
+
 import argparse
 import platform
 import resource
@@ -22,9 +23,8 @@ import spacy
 from thinc.api import fix_random_seed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.util import CORPUS, ENTITIES, color_image, create_kb, linker_config, make_examples  # noqa: E402
-
 from spacy_m3el.ml.tiny_clip import build_tiny_clip  # noqa: E402
+from tests.util import CORPUS, ENTITIES, color_image, create_kb, linker_config, make_examples  # noqa: E402
 
 
 def rss_mib() -> float:
@@ -37,7 +37,9 @@ def rss_mib() -> float:
 def build_pipeline(folder: Path):
     fix_random_seed(0)
     nlp = spacy.blank("en")
-    nlp.add_pipe("m3el_linker", config=linker_config(str(build_tiny_clip(folder, corpus=CORPUS)))).set_kb(create_kb)
+    nlp.add_pipe(
+        "m3el_linker", config=linker_config(str(build_tiny_clip(folder, corpus=CORPUS)))
+    ).set_kb(create_kb)
     examples = make_examples(nlp)
     nlp.initialize(lambda: examples)
     return nlp
@@ -67,22 +69,30 @@ def main() -> None:
     args = parser.parse_args()
     import logging
 
-    logging.getLogger("spacy_m3el").setLevel(logging.ERROR)  # one warning per batch is expected here
+    logging.getLogger("spacy_m3el").setLevel(
+        logging.ERROR
+    )  # one warning per batch is expected here
     with tempfile.TemporaryDirectory() as tmp:
         nlp = build_pipeline(Path(tmp) / "clip")
-        print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}")
+        print(
+            f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}"
+        )
         print(f"{'docs':>8} {'RSS MiB':>9} {'docs/s':>8}")
         start = time.perf_counter()
         first = None
         linked = 0
-        for n, doc in enumerate(nlp.pipe(documents(nlp, args.docs), batch_size=args.batch_size), start=1):
+        for n, doc in enumerate(
+            nlp.pipe(documents(nlp, args.docs), batch_size=args.batch_size), start=1
+        ):
             linked += doc.ents[0].kb_id_ != "NIL"
             if n % args.block == 0:
                 rss = rss_mib()
                 first = rss if first is None else first
                 print(f"{n:>8} {rss:>9.1f} {n / (time.perf_counter() - start):>8.0f}")
         last = rss_mib()
-        print(f"linked {linked} of {args.docs} docs; RSS growth from the first block to the end: {last - first:+.1f} MiB")
+        print(
+            f"linked {linked} of {args.docs} docs; RSS growth from the first block to the end: {last - first:+.1f} MiB"
+        )
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 """spacy_m3el: multimodal entity linking (M3EL) as a trainable spaCy component."""
+
+from . import registrations  # noqa: F401  (registers the factory and functions)
 from .about import __version__
 from .images import get_image, install_image_extension, load_image, set_image
 from .kb import EntityRecord, MultimodalKB
 from .pipeline.linker import M3ELLinker
 from .readers import MultimodalCorpus
-from . import registrations  # noqa: F401  (registers the factory and functions)
 
 install_image_extension()
 

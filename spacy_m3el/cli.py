@@ -5,6 +5,7 @@ one, write the two functions and register them there. ``run`` returns the exit
 code. User errors (``ValueError``, ``OSError``) are printed without a traceback
 and exit with code 1.
 """
+
 import argparse
 import sys
 from pathlib import Path
@@ -24,13 +25,30 @@ class CommandError(Exception):
 def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
     from .datasets.mimic import DATASET_PREFIXES
 
-    parser.add_argument("--dataset", required=True, choices=sorted(DATASET_PREFIXES), help="Dataset name.")
-    parser.add_argument("--dataset-dir", required=True, type=Path, help="Folder in the MIMIC layout.")
-    parser.add_argument("--output", required=True, type=Path, help="Folder for {train,dev,test}.spacy and report.json.")
-    parser.add_argument("--kb", type=Path, default=None, help="Folder for the KB (default: OUTPUT/kb).")
-    parser.add_argument("--embed-images", action="store_true", help="Store image bytes instead of paths.")
-    parser.add_argument("--limit", type=int, default=0, help="Keep only the first N records per split (0: all).")
-    parser.add_argument("--lang", default="en", help="Language code of the tokenizer (default: en).")
+    parser.add_argument(
+        "--dataset", required=True, choices=sorted(DATASET_PREFIXES), help="Dataset name."
+    )
+    parser.add_argument(
+        "--dataset-dir", required=True, type=Path, help="Folder in the MIMIC layout."
+    )
+    parser.add_argument(
+        "--output",
+        required=True,
+        type=Path,
+        help="Folder for {train,dev,test}.spacy and report.json.",
+    )
+    parser.add_argument(
+        "--kb", type=Path, default=None, help="Folder for the KB (default: OUTPUT/kb)."
+    )
+    parser.add_argument(
+        "--embed-images", action="store_true", help="Store image bytes instead of paths."
+    )
+    parser.add_argument(
+        "--limit", type=int, default=0, help="Keep only the first N records per split (0: all)."
+    )
+    parser.add_argument(
+        "--lang", default="en", help="Language code of the tokenizer (default: en)."
+    )
 
 
 def run_prepare(args: argparse.Namespace) -> int:
@@ -56,7 +74,9 @@ def add_make_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, type=Path, help="Dataset folder to write.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-names", type=int, default=40, help="Distinct entity names.")
-    parser.add_argument("--entities-per-name", type=int, default=3, help="Entities sharing each name.")
+    parser.add_argument(
+        "--entities-per-name", type=int, default=3, help="Entities sharing each name."
+    )
     parser.add_argument("--mentions-per-entity", type=int, default=12)
 
 
@@ -78,9 +98,14 @@ def run_make_demo(args: argparse.Namespace) -> int:
 
 
 def add_make_tiny_clip_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output", required=True, type=Path, help="Folder for the CLIP checkpoint.")
     parser.add_argument(
-        "--corpus-from", type=Path, default=None, metavar="DATASET_DIR",
+        "--output", required=True, type=Path, help="Folder for the CLIP checkpoint."
+    )
+    parser.add_argument(
+        "--corpus-from",
+        type=Path,
+        default=None,
+        metavar="DATASET_DIR",
         help="Learn the BPE merges from this dataset's names, descriptions and sentences.",
     )
     parser.add_argument("--seed", type=int, default=0)
@@ -130,13 +155,17 @@ def run_assets(args: argparse.Namespace) -> int:
     encoder = Path(args.encoder)
     if encoder.is_dir():
         if not (encoder / "config.json").exists():
-            raise CommandError(f"{encoder} has no config.json: not a Hugging Face checkpoint folder.")
+            raise CommandError(
+                f"{encoder} has no config.json: not a Hugging Face checkpoint folder."
+            )
         print(f"Encoder: local checkpoint {encoder}")
     elif args.dataset == "demo":
         build_tiny_clip(encoder, corpus=make_demo_corpus_texts(args.dataset_dir))
         print(f"Built a tiny offline CLIP in {encoder}")
     else:
-        print(f"Encoder: {args.encoder!r} will be loaded with from_pretrained at initialize (hub or cache).")
+        print(
+            f"Encoder: {args.encoder!r} will be loaded with from_pretrained at initialize (hub or cache)."
+        )
     return 0
 
 
@@ -149,7 +178,9 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, default=None, help="Metrics JSON to write.")
     parser.add_argument("--component", default=None, help="Name of the m3el_linker (if several).")
     parser.add_argument("--batch-size", type=int, default=16, help="Mentions ranked at once.")
-    parser.add_argument("--entity-chunk-size", type=int, default=2048, help="Entities scored at once.")
+    parser.add_argument(
+        "--entity-chunk-size", type=int, default=2048, help="Entities scored at once."
+    )
     parser.add_argument("--title", default="", help="Title of the printed table.")
 
 
@@ -160,7 +191,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
         if not path.exists():
             raise CommandError(f"Not found: {path}")
     metrics = evaluate_path(
-        args.model, args.data, args.output, component=args.component, batch_size=args.batch_size, entity_chunk_size=args.entity_chunk_size
+        args.model,
+        args.data,
+        args.output,
+        component=args.component,
+        batch_size=args.batch_size,
+        entity_chunk_size=args.entity_chunk_size,
     )
     print(format_metrics(metrics, args.title))
     return 0
@@ -170,8 +206,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("runs", nargs="+", metavar="NAME=METRICS_JSON", help="Runs to put side by side.")
-    parser.add_argument("--output", type=Path, default=None, help="Write the table to this file too.")
+    parser.add_argument(
+        "runs", nargs="+", metavar="NAME=METRICS_JSON", help="Runs to put side by side."
+    )
+    parser.add_argument(
+        "--output", type=Path, default=None, help="Write the table to this file too."
+    )
 
 
 def run_compare(args: argparse.Namespace) -> int:
@@ -229,19 +269,41 @@ def run_build_cache(args: argparse.Namespace) -> int:
 # Dispatch ---------------------------------------------------------------------
 
 COMMANDS: Dict[str, Tuple[str, AddArguments, Run]] = {
-    "prepare": ("Convert a MIMIC-format dataset to .spacy files and a KB.", add_prepare_arguments, run_prepare),
+    "prepare": (
+        "Convert a MIMIC-format dataset to .spacy files and a KB.",
+        add_prepare_arguments,
+        run_prepare,
+    ),
     "make-demo": ("Write the synthetic demo dataset.", add_make_demo_arguments, run_make_demo),
-    "make-tiny-clip": ("Write a tiny random CLIP checkpoint.", add_make_tiny_clip_arguments, run_make_tiny_clip),
-    "assets": ("Check the dataset and encoder; build them for the demo.", add_assets_arguments, run_assets),
-    "evaluate": ("Rank gold entities among all KB entities; write metrics.", add_evaluate_arguments, run_evaluate),
-    "build-cache": ("Encode the KB once and save the entity cache with the pipeline.", add_build_cache_arguments, run_build_cache),
+    "make-tiny-clip": (
+        "Write a tiny random CLIP checkpoint.",
+        add_make_tiny_clip_arguments,
+        run_make_tiny_clip,
+    ),
+    "assets": (
+        "Check the dataset and encoder; build them for the demo.",
+        add_assets_arguments,
+        run_assets,
+    ),
+    "evaluate": (
+        "Rank gold entities among all KB entities; write metrics.",
+        add_evaluate_arguments,
+        run_evaluate,
+    ),
+    "build-cache": (
+        "Encode the KB once and save the entity cache with the pipeline.",
+        add_build_cache_arguments,
+        run_build_cache,
+    ),
     "compare": ("Print metrics of several runs side by side.", add_compare_arguments, run_compare),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     """RETURNS (argparse.ArgumentParser): The parser with one subparser per command."""
-    parser = argparse.ArgumentParser(prog="python -m spacy_m3el", description="spaCy multimodal entity linking.")
+    parser = argparse.ArgumentParser(
+        prog="python -m spacy_m3el", description="spaCy multimodal entity linking."
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (help_text, add_arguments, run) in COMMANDS.items():
         subparser = subparsers.add_parser(name, help=help_text, description=help_text)

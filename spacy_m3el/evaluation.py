@@ -3,6 +3,7 @@
 Also reports the linker's own candidate-mode scores (spaCy's NEL P/R/F and
 MRR over the candidates it proposes), so both protocols come from one run.
 """
+
 from collections import Counter
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple, Union
@@ -21,13 +22,19 @@ METRIC_KEYS = ("mrr", "hits@1", "hits@3", "hits@5", "hits@10", "hits@20", "mean_
 
 def find_linker(nlp: Language, name: Optional[str] = None) -> M3ELLinker:
     """The pipeline's m3el_linker (by name, or the only one)."""
-    linkers = [(n, p) for n, p in nlp.pipeline if isinstance(p, M3ELLinker) and (name is None or n == name)]
+    linkers = [
+        (n, p) for n, p in nlp.pipeline if isinstance(p, M3ELLinker) and (name is None or n == name)
+    ]
     if len(linkers) != 1:
-        raise ValueError(f"Expected one m3el_linker component{f' named {name!r}' if name else ''}, found {len(linkers)}.")
+        raise ValueError(
+            f"Expected one m3el_linker component{f' named {name!r}' if name else ''}, found {len(linkers)}."
+        )
     return linkers[0][1]
 
 
-def gold_mentions(examples: Iterable[Example], linker: M3ELLinker) -> Tuple[List[Span], List[str], Counter]:
+def gold_mentions(
+    examples: Iterable[Example], linker: M3ELLinker
+) -> Tuple[List[Span], List[str], Counter]:
     """Gold entity spans (on the reference docs) whose KB ID is in the KB.
 
     RETURNS (Tuple[List[Span], List[str], Counter]): spans, gold IDs and counts of skipped mentions by reason.
@@ -46,7 +53,12 @@ def gold_mentions(examples: Iterable[Example], linker: M3ELLinker) -> Tuple[List
 
 
 def exhaustive_ranks(
-    linker: M3ELLinker, spans: List[Span], gold_ids: List[str], *, batch_size: int = 16, entity_chunk_size: int = 2048
+    linker: M3ELLinker,
+    spans: List[Span],
+    gold_ids: List[str],
+    *,
+    batch_size: int = 16,
+    entity_chunk_size: int = 2048,
 ) -> Tuple[List[int], Counter]:
     """Rank of each gold entity among all KB entities, ties counted against the model.
 
@@ -84,17 +96,28 @@ def evaluate_pipeline(
     """
     linker = find_linker(nlp, component)
     spans, gold_ids, skipped = gold_mentions(examples, linker)
-    ranks, statuses = exhaustive_ranks(linker, spans, gold_ids, batch_size=batch_size, entity_chunk_size=entity_chunk_size)
+    ranks, statuses = exhaustive_ranks(
+        linker, spans, gold_ids, batch_size=batch_size, entity_chunk_size=entity_chunk_size
+    )
     metrics: Dict[str, object] = dict(ranking_metrics(ranks, hits=PAPER_HITS))
     candidate_scores = nlp.evaluate(examples)
-    metrics["candidates"] = {k: v for k, v in candidate_scores.items() if k.startswith("nel_") and isinstance(v, (int, float))}
+    metrics["candidates"] = {
+        k: v
+        for k, v in candidate_scores.items()
+        if k.startswith("nel_") and isinstance(v, (int, float))
+    }
     metrics["n_entities"] = len(linker.kb)
     metrics["skipped"] = dict(skipped)
     metrics["images"] = dict(statuses)
     return metrics
 
 
-def evaluate_path(model: Union[str, Path], data: Union[str, Path], output: Optional[Union[str, Path]] = None, **kwargs) -> Dict[str, object]:
+def evaluate_path(
+    model: Union[str, Path],
+    data: Union[str, Path],
+    output: Optional[Union[str, Path]] = None,
+    **kwargs,
+) -> Dict[str, object]:
     """Load a pipeline, evaluate it on a ``.spacy`` file and write the metrics JSON."""
     import spacy
 
@@ -111,10 +134,16 @@ def evaluate_path(model: Union[str, Path], data: Union[str, Path], output: Optio
 def format_metrics(metrics: Dict[str, object], title: str = "") -> str:
     """A readable table of one run's metrics."""
     lines = [title] if title else []
-    lines.append(f"Full-KB ranking over {metrics['n_entities']} entities, {metrics['n_mentions']} mentions")
+    lines.append(
+        f"Full-KB ranking over {metrics['n_entities']} entities, {metrics['n_mentions']} mentions"
+    )
     for key in METRIC_KEYS[:-1]:
         value = float(metrics[key])
-        lines.append(f"  {key:<10} {value:8.2f}" if key == "mean_rank" else f"  {key:<10} {value * 100:7.2f}%")
+        lines.append(
+            f"  {key:<10} {value:8.2f}"
+            if key == "mean_rank"
+            else f"  {key:<10} {value * 100:7.2f}%"
+        )
     candidates = metrics.get("candidates", {})
     if candidates:
         lines.append("Linker (alias + nearest candidates, reranked)")
@@ -146,6 +175,9 @@ def format_comparison(runs: Dict[str, Dict[str, object]]) -> str:
                 cells.append(f"{value * 100:>{width + 1}.2f}%")
         lines.append(f"{key:<12}" + "".join(cells))
     for key in ("nel_micro_f",):
-        cells = [f"{float(runs[n].get('candidates', {}).get(key, 0.0)) * 100:>{width + 1}.2f}%" for n in names]
+        cells = [
+            f"{float(runs[n].get('candidates', {}).get(key, 0.0)) * 100:>{width + 1}.2f}%"
+            for n in names
+        ]
         lines.append(f"{key:<12}" + "".join(cells))
     return "\n".join(lines)

@@ -36,6 +36,7 @@ exceeds 255 (else kept as is); float mode F is min-max stretched to 0..255;
 CMYK, L, 1, P, YCbCr etc. use Pillow's conversion. Animated images give their
 first frame.
 """
+
 import io
 import warnings
 from pathlib import Path
@@ -121,8 +122,7 @@ def normalize_image_value(value: Any, *, doc: Optional[Doc] = None) -> ImageValu
             ) from err
         return _validate_array(array, where)
     raise TypeError(
-        f"Unsupported image type {type(value).__name__}{where}. Set the image to "
-        f"{_ACCEPTED}."
+        f"Unsupported image type {type(value).__name__}{where}. Set the image to {_ACCEPTED}."
     )
 
 
@@ -137,7 +137,11 @@ def _validate_array(array: numpy.ndarray, where: str) -> numpy.ndarray:
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)):
-        hint = " Drop the alpha channel with array[..., :3]." if array.ndim == 3 and array.shape[2] == 4 else ""
+        hint = (
+            " Drop the alpha channel with array[..., :3]."
+            if array.ndim == 3 and array.shape[2] == 4
+            else ""
+        )
         raise ValueError(
             f"Image arrays must have shape HxW (grey) or HxWx3 (RGB), got "
             f"{array.shape}{where}.{hint}"
@@ -294,7 +298,9 @@ def install_image_extension(attr: str = DEFAULT_IMAGE_ATTR) -> None:
     if not isinstance(attr, str) or not attr:
         raise ValueError(f"The image attribute must be a non-empty string, got {attr!r}.")
     if attr == STATUS_ATTR:
-        raise ValueError(f"The image attribute cannot be {STATUS_ATTR!r}: the linker uses it for statuses.")
+        raise ValueError(
+            f"The image attribute cannot be {STATUS_ATTR!r}: the linker uses it for statuses."
+        )
     getter, setter = _image_accessors(attr)
     if Doc.has_extension(attr):
         default, method, old_getter, old_setter = Doc.get_extension(attr)

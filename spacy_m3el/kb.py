@@ -3,6 +3,7 @@
 Aliases, prior probabilities and candidate lookup are spaCy's own; this class
 adds, per entity, the name, description and images the M3EL model encodes.
 """
+
 import hashlib
 import unicodedata
 from dataclasses import dataclass, field
@@ -58,7 +59,9 @@ class MultimodalKB(InMemoryLookupKB):
     image_root (Optional[str]): Directory that relative image paths refer to.
     """
 
-    def __init__(self, vocab: Vocab, entity_vector_length: int = 1, image_root: Optional[str] = None):
+    def __init__(
+        self, vocab: Vocab, entity_vector_length: int = 1, image_root: Optional[str] = None
+    ):
         super().__init__(vocab, entity_vector_length)
         self._records: Dict[str, EntityRecord] = {}
         self._freqs: Dict[str, float] = {}
@@ -132,7 +135,11 @@ class MultimodalKB(InMemoryLookupKB):
             add(b"n", len(record.images).to_bytes(8, "little"))
             for ref in record.images:
                 if isinstance(ref, numpy.ndarray):
-                    add(b"a", f"{ref.dtype.str}{ref.shape}".encode("utf8") + numpy.ascontiguousarray(ref).tobytes())
+                    add(
+                        b"a",
+                        f"{ref.dtype.str}{ref.shape}".encode("utf8")
+                        + numpy.ascontiguousarray(ref).tobytes(),
+                    )
                 elif isinstance(ref, bytes):
                     add(b"b", ref)
                 else:
@@ -206,11 +213,18 @@ class MultimodalKB(InMemoryLookupKB):
             problem = "the 'records' list is missing"
         else:
             for i, row in enumerate(msg["records"]):
-                if not (isinstance(row, (list, tuple)) and len(row) == 5 and isinstance(row[0], str) and row[0]):
+                if not (
+                    isinstance(row, (list, tuple))
+                    and len(row) == 5
+                    and isinstance(row[0], str)
+                    and row[0]
+                ):
                     problem = f"record {i} is malformed (expected [kb_id, name, description, images, freq])"
                     break
         if problem is not None:
-            raise ValueError(f"Corrupt multimodal KB records in {source}: {problem}. Rebuild the KB.")
+            raise ValueError(
+                f"Corrupt multimodal KB records in {source}: {problem}. Rebuild the KB."
+            )
         return msg
 
     def _load_records_msg(self, msg: dict) -> None:
@@ -261,7 +275,9 @@ class MultimodalKB(InMemoryLookupKB):
         # spaCy's KB bytes hold only string hashes; keep the strings (as to_disk
         # does with strings.json) so the bytes load into any vocab.
         strings = sorted(set(self.get_entity_strings()) | set(self.get_alias_strings()))
-        return srsly.msgpack_dumps({"lookup": super().to_bytes(**kwargs), "m3el": self._records_msg(), "strings": strings})
+        return srsly.msgpack_dumps(
+            {"lookup": super().to_bytes(**kwargs), "m3el": self._records_msg(), "strings": strings}
+        )
 
     def from_bytes(self, bytes_data: bytes, *, exclude: Tuple[str] = tuple()) -> "MultimodalKB":
         """Load a KB serialized by :meth:`to_bytes`. RETURNS (MultimodalKB): self."""
@@ -273,7 +289,9 @@ class MultimodalKB(InMemoryLookupKB):
                 f"MultimodalKB.to_bytes ({type(err).__name__}: {err})."
             ) from err
         if not isinstance(msg, dict) or "lookup" not in msg or "m3el" not in msg:
-            raise ValueError("Could not read multimodal KB bytes: not from MultimodalKB.to_bytes (keys 'lookup' and 'm3el' missing).")
+            raise ValueError(
+                "Could not read multimodal KB bytes: not from MultimodalKB.to_bytes (keys 'lookup' and 'm3el' missing)."
+            )
         records = self._check_records_msg(msg["m3el"], "the serialized bytes")
         for string in msg.get("strings", ()):
             self.vocab.strings.add(string)
@@ -291,7 +309,9 @@ def kb_from_file(kb_path: Optional[Union[str, Path]]) -> Callable[[Vocab], Multi
 
     def load(vocab: Vocab) -> MultimodalKB:
         if kb_path is None:
-            raise ValueError("No knowledge base path given: set paths.kb (for example --paths.kb corpus/kb).")
+            raise ValueError(
+                "No knowledge base path given: set paths.kb (for example --paths.kb corpus/kb)."
+            )
         path = ensure_path(kb_path)
         if not path.exists():
             raise ValueError(f"Knowledge base folder not found: {path}")

@@ -1,4 +1,5 @@
 """A corpus reader that keeps each doc's image on the predicted doc."""
+
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional, Union
 
@@ -35,17 +36,26 @@ class MultimodalCorpus:
         self.image_attr = image_attr
         self.path = path
         self.corpus = Corpus(
-            path, limit=limit, gold_preproc=gold_preproc, max_length=max_length, augmenter=augmenter, shuffle=shuffle
+            path,
+            limit=limit,
+            gold_preproc=gold_preproc,
+            max_length=max_length,
+            augmenter=augmenter,
+            shuffle=shuffle,
         )
 
     def __call__(self, nlp: Language) -> Iterator[Example]:
         if self.path is None:
-            raise ValueError("spacy_m3el.MultimodalCorpus.v1 needs a path (for example --paths.train corpus/train.spacy).")
+            raise ValueError(
+                "spacy_m3el.MultimodalCorpus.v1 needs a path (for example --paths.train corpus/train.spacy)."
+            )
         for eg in self.corpus(nlp):
             copy_image(eg.reference, eg.predicted, self.image_attr)
             yield eg
 
 
-def read_examples(nlp: Language, path: Union[str, Path], image_attr: str = DEFAULT_IMAGE_ATTR) -> Iterable[Example]:
+def read_examples(
+    nlp: Language, path: Union[str, Path], image_attr: str = DEFAULT_IMAGE_ATTR
+) -> Iterable[Example]:
     """All examples of a ``.spacy`` file with images on both sides."""
     return list(MultimodalCorpus(path, image_attr=image_attr)(nlp))

@@ -4,6 +4,7 @@ This module is named by the ``spacy_factories`` entry point, which spaCy
 imports whenever it builds any pipeline, so it must stay import-light: torch
 and transformers are imported only inside the builders.
 """
+
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Union
 
@@ -12,7 +13,13 @@ from spacy.util import registry
 from spacy.vocab import Vocab
 from thinc.api import Config, Model
 
-from .kb import MultimodalKB, empty_kb, get_alias_candidates, get_alias_candidates_batch, kb_from_file
+from .kb import (
+    MultimodalKB,
+    empty_kb,
+    get_alias_candidates,
+    get_alias_candidates_batch,
+    kb_from_file,
+)
 from .pipeline.linker import M3ELLinker
 from .readers import MultimodalCorpus
 from .scoring import score_linker
@@ -162,13 +169,30 @@ def build_m3el_v1(
     from .ml.model import build_m3el_model
     from .ml.network import ContrastiveSettings, M3ELNet, UnitSwitches
 
-    for key, value in (("hidden_width", hidden_width), ("image_width", image_width), ("contrastive_temperature", contrastive_temperature)):
+    for key, value in (
+        ("hidden_width", hidden_width),
+        ("image_width", image_width),
+        ("contrastive_temperature", contrastive_temperature),
+    ):
         if value <= 0:
             raise ValueError(f"spacy_m3el.M3EL.v1: {key} must be positive, got {value}.")
-    units = UnitSwitches(use_text_unit, use_image_unit, use_t2v_unit, use_v2t_unit, use_contrastive_loss)
-    contrastive = ContrastiveSettings(contrastive_temperature, contrastive_inter_weight, contrastive_intra_weight, contrastive_weight)
+    units = UnitSwitches(
+        use_text_unit, use_image_unit, use_t2v_unit, use_v2t_unit, use_contrastive_loss
+    )
+    contrastive = ContrastiveSettings(
+        contrastive_temperature,
+        contrastive_inter_weight,
+        contrastive_intra_weight,
+        contrastive_weight,
+    )
     net = M3ELNet(
-        encoder, alignment, hidden_width=hidden_width, image_width=image_width, units=units, contrastive=contrastive, csra_lambda=csra_lambda
+        encoder,
+        alignment,
+        hidden_width=hidden_width,
+        image_width=image_width,
+        units=units,
+        contrastive=contrastive,
+        csra_lambda=csra_lambda,
     )
     return build_m3el_model(net)
 
@@ -188,7 +212,13 @@ def build_clip_encoder_v1(
     """
     from .ml.encoder import CLIPEncoder
 
-    return CLIPEncoder(name, text_width=text_width, vision_width=vision_width, projection_dim=projection_dim, max_length=max_length)
+    return CLIPEncoder(
+        name,
+        text_width=text_width,
+        vision_width=vision_width,
+        projection_dim=projection_dim,
+        max_length=max_length,
+    )
 
 
 @registry.architectures("spacy_m3el.AttentionAlignment.v1")
@@ -232,7 +262,15 @@ def create_multimodal_corpus_v1(
     augmenter: Optional[Callable] = None,
     shuffle: bool = False,
 ) -> MultimodalCorpus:
-    return MultimodalCorpus(path, image_attr=image_attr, limit=limit, gold_preproc=gold_preproc, max_length=max_length, augmenter=augmenter, shuffle=shuffle)
+    return MultimodalCorpus(
+        path,
+        image_attr=image_attr,
+        limit=limit,
+        gold_preproc=gold_preproc,
+        max_length=max_length,
+        augmenter=augmenter,
+        shuffle=shuffle,
+    )
 
 
 @registry.scorers("spacy_m3el.linker_scorer.v1")

@@ -1,4 +1,5 @@
 """Ranking metrics (MRR, Hits@k, mean rank) and the linker's scorer."""
+
 from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy
@@ -25,7 +26,9 @@ def rank_of_gold(scores: numpy.ndarray, gold: int) -> int:
     return int(((scores >= gold_score) | numpy.isnan(scores)).sum())
 
 
-def ranking_metrics(ranks: Sequence[Optional[int]], hits: Sequence[int] = DEFAULT_HITS, prefix: str = "") -> Dict[str, float]:
+def ranking_metrics(
+    ranks: Sequence[Optional[int]], hits: Sequence[int] = DEFAULT_HITS, prefix: str = ""
+) -> Dict[str, float]:
     """MRR, Hits@k and mean rank from 1-based ranks.
 
     ranks (Sequence[Optional[int]]): rank per mention; None if the gold entity

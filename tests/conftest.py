@@ -1,4 +1,5 @@
 """Shared fixtures: a tiny offline CLIP, blocked network, pipelines to train."""
+
 import socket
 from typing import Callable
 
@@ -35,7 +36,9 @@ def no_network(monkeypatch):
 def build_nlp(tiny_clip) -> Callable[..., Language]:
     """Build (not train) a blank pipeline with an initialized m3el_linker."""
 
-    def build(examples_factory=make_examples, component_overrides=None, **model_overrides) -> Language:
+    def build(
+        examples_factory=make_examples, component_overrides=None, **model_overrides
+    ) -> Language:
         from thinc.api import fix_random_seed
 
         fix_random_seed(0)

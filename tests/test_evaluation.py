@@ -1,9 +1,16 @@
 """Full-KB evaluation: ranks, metrics, chunking, output."""
+
 import numpy
 import pytest
 import srsly
 
-from spacy_m3el.evaluation import evaluate_pipeline, exhaustive_ranks, format_comparison, format_metrics, gold_mentions
+from spacy_m3el.evaluation import (
+    evaluate_pipeline,
+    exhaustive_ranks,
+    format_comparison,
+    format_metrics,
+    gold_mentions,
+)
 
 from .util import ENTITIES, make_examples
 
@@ -25,7 +32,9 @@ def test_ranks_match_hand_computed_scores(build_nlp, monkeypatch):
         ],
         dtype="float32",
     )
-    monkeypatch.setattr(linker, "score_all_entities", lambda batch, images, entity_chunk_size: fixed[: len(batch)])
+    monkeypatch.setattr(
+        linker, "score_all_entities", lambda batch, images, entity_chunk_size: fixed[: len(batch)]
+    )
     ranks, _ = exhaustive_ranks(linker, spans, gold_ids, batch_size=3)
     assert ranks == [1, 3, 5]
 
@@ -51,12 +60,21 @@ def test_evaluate_pipeline_keys_and_skips(build_nlp):
     unknown = examples[1].reference
     unknown.ents = [unknown.char_span(0, 6, label="ENT", kb_id="Q404")]
     metrics = evaluate_pipeline(nlp, examples, batch_size=4, entity_chunk_size=3)
-    for key in ("mrr", "hits@1", "hits@3", "hits@5", "hits@10", "hits@20", "mean_rank", "n_mentions"):
+    for key in (
+        "mrr",
+        "hits@1",
+        "hits@3",
+        "hits@5",
+        "hits@10",
+        "hits@20",
+        "mean_rank",
+        "n_mentions",
+    ):
         assert key in metrics
     assert metrics["n_mentions"] == len(examples) - 2
     assert metrics["skipped"] == {"nil": 1, "gold_not_in_kb": 1}
     assert metrics["n_entities"] == len(ENTITIES)
-    assert metrics["images"] == {"ok": len(examples)  - 2}
+    assert metrics["images"] == {"ok": len(examples) - 2}
     assert 1.0 <= metrics["mean_rank"] <= len(ENTITIES)
     assert "nel_micro_f" in metrics["candidates"]
     srsly.json_dumps(metrics)  # serializable as written to metrics/<dataset>.json

@@ -1,4 +1,5 @@
 """spacy_m3el.images: accepted values, rejections, decoding every mode, failures, round trips."""
+
 import io
 import struct
 import zlib
@@ -77,10 +78,20 @@ def png_with_declared_size(width: int, height: int) -> bytes:
     """A PNG whose header declares ``width`` x ``height`` but holds almost nothing."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+        + chunk(b"IEND", b"")
+    )
 
 
 def jpeg_with_orientation(array: numpy.ndarray, orientation: int) -> bytes:
@@ -195,7 +206,9 @@ def test_pil_image_with_exif_orientation_is_stored_upright():
         doc._.image = image
     stored = doc._.image
     assert stored.shape == (40, 20, 3)
-    numpy.testing.assert_array_equal(stored, decoded_then_transposed(data, Image.Transpose.ROTATE_270))
+    numpy.testing.assert_array_equal(
+        stored, decoded_then_transposed(data, Image.Transpose.ROTATE_270)
+    )
     # Roughly the source too: green band (the top) now on the right, red on top.
     assert (stored[:, -2, 1] > 200).all() and (stored[:5, :10, 0] > 200).all()
 
@@ -334,7 +347,9 @@ def _mode_cases():
     transparent = palette.copy()
     transparent.info["transparency"] = 1
     cases.append(("P+transparency", transparent, [[(255, 0, 0), (255, 255, 255), (0, 0, 255)]]))
-    rgba = Image.fromarray(numpy.array([[[10, 20, 30, 255], [10, 20, 30, 0]]], dtype=numpy.uint8), "RGBA")
+    rgba = Image.fromarray(
+        numpy.array([[[10, 20, 30, 255], [10, 20, 30, 0]]], dtype=numpy.uint8), "RGBA"
+    )
     cases.append(("RGBA", rgba, [[(10, 20, 30), (255, 255, 255)]]))
     i16 = Image.fromarray(numpy.array([[0, 32768, 65535]], dtype=numpy.uint16))
     assert i16.mode == "I;16"
@@ -398,10 +413,14 @@ def test_cmyk_jpeg_decodes_to_rgb():
 def test_grey_png_with_transparency_becomes_white():
     grey = Image.fromarray(numpy.array([[7, 100]], dtype=numpy.uint8))
     data = encode(grey, "PNG", transparency=7)
-    numpy.testing.assert_array_equal(pixels(load_image(data))[0], [(255, 255, 255), (100, 100, 100)])
+    numpy.testing.assert_array_equal(
+        pixels(load_image(data))[0], [(255, 255, 255), (100, 100, 100)]
+    )
 
 
-@pytest.mark.parametrize("orientation,transpose", [(6, Image.Transpose.ROTATE_270), (8, Image.Transpose.ROTATE_90)])
+@pytest.mark.parametrize(
+    "orientation,transpose", [(6, Image.Transpose.ROTATE_270), (8, Image.Transpose.ROTATE_90)]
+)
 @pytest.mark.parametrize("as_path", [False, True], ids=["bytes", "path"])
 def test_exif_orientation_is_applied_when_decoding(orientation, transpose, as_path, tmp_path):
     data = jpeg_with_orientation(halves(), orientation)
@@ -417,7 +436,9 @@ def test_exif_orientation_is_applied_when_decoding(orientation, transpose, as_pa
 @pytest.mark.parametrize("fmt", ["GIF", "PNG", "WEBP"])
 def test_animation_gives_first_frame(fmt):
     frames = [Image.new("RGB", (6, 4), color) for color in [(255, 0, 0), (0, 0, 255), (0, 255, 0)]]
-    data = encode(frames[0], fmt, save_all=True, append_images=frames[1:], duration=100, loop=0, lossless=True)
+    data = encode(
+        frames[0], fmt, save_all=True, append_images=frames[1:], duration=100, loop=0, lossless=True
+    )
     with Image.open(io.BytesIO(data)) as check:
         assert getattr(check, "n_frames", 1) == 3
     image = load_image(data)
@@ -430,7 +451,9 @@ def test_transparent_gif_frame_becomes_white():
     frame.putpalette([255, 0, 0, 0, 255, 0] + [0] * (254 * 3))
     frame.putdata([0, 0, 1, 1, 0, 0, 1, 1])
     data = encode(frame, "GIF", transparency=1)
-    numpy.testing.assert_array_equal(pixels(load_image(data))[0], [(255, 0, 0)] * 2 + [(255, 255, 255)] * 2)
+    numpy.testing.assert_array_equal(
+        pixels(load_image(data))[0], [(255, 0, 0)] * 2 + [(255, 255, 255)] * 2
+    )
 
 
 @pytest.mark.parametrize("shape", [(3, 5), (3, 5, 3)])
@@ -469,7 +492,10 @@ UNREADABLE = {
     "missing url": (lambda tmp: "https://example.org/x.jpg", "URLs are not downloaded"),
     "directory": (lambda tmp: str(tmp), "not a file"),
     "fifo": (_fifo, "not a file"),
-    "zero-byte file": (lambda tmp: (tmp / "empty.png").write_bytes(b"") and None or str(tmp / "empty.png"), "empty"),
+    "zero-byte file": (
+        lambda tmp: (tmp / "empty.png").write_bytes(b"") and None or str(tmp / "empty.png"),
+        "empty",
+    ),
     "name too long": (lambda tmp: str(tmp / ("x" * 5000)), "image file"),
     "nul in path": (lambda tmp: "a\0b.png", "not found"),
     "surrogate in path": (lambda tmp: "\udcff.png", "image file"),
@@ -538,7 +564,13 @@ VALID = [
     encode(Image.fromarray(numpy.array([[0, 65535]], dtype=numpy.uint16)), "TIFF"),
     jpeg_with_orientation(gradient(5, 4), 6),
 ]
-SIGNATURES = [data[:16] for data in VALID] + [b"\x89PNG\r\n\x1a\n", b"GIF89a", b"BM", b"II*\x00", b"\xff\xd8\xff"]
+SIGNATURES = [data[:16] for data in VALID] + [
+    b"\x89PNG\r\n\x1a\n",
+    b"GIF89a",
+    b"BM",
+    b"II*\x00",
+    b"\xff\xd8\xff",
+]
 
 
 def _mutate(data: bytes, position: int, byte: int, cut: bool) -> bytes:
@@ -549,7 +581,9 @@ def _mutate(data: bytes, position: int, byte: int, cut: bool) -> bytes:
 ARBITRARY_BYTES = st.one_of(
     st.binary(max_size=300),
     st.builds(lambda head, tail: head + tail, st.sampled_from(SIGNATURES), st.binary(max_size=300)),
-    st.builds(_mutate, st.sampled_from(VALID), st.integers(0, 10_000), st.integers(0, 255), st.booleans()),
+    st.builds(
+        _mutate, st.sampled_from(VALID), st.integers(0, 10_000), st.integers(0, 255), st.booleans()
+    ),
 )
 
 
@@ -625,7 +659,9 @@ def test_docbin_round_trip_keeps_images(png):
 def test_docbin_without_user_data_drops_images(png):
     doc = make_doc()
     doc._.image = str(png)
-    restored = list(DocBin(docs=[doc]).from_bytes(DocBin(docs=[doc]).to_bytes()).get_docs(NLP.vocab))
+    restored = list(
+        DocBin(docs=[doc]).from_bytes(DocBin(docs=[doc]).to_bytes()).get_docs(NLP.vocab)
+    )
     assert restored[-1]._.image is None
 
 
@@ -650,8 +686,11 @@ def test_custom_attribute_name(png):
         doc._.photo = numpy.zeros((2, 2, 4), numpy.uint8)
     restored = Doc(NLP.vocab).from_bytes(doc.to_bytes())
     numpy.testing.assert_array_equal(restored._.photo, gradient())
-    binned = list(DocBin(docs=[doc], store_user_data=True).from_bytes(
-        DocBin(docs=[doc], store_user_data=True).to_bytes()).get_docs(NLP.vocab))
+    binned = list(
+        DocBin(docs=[doc], store_user_data=True)
+        .from_bytes(DocBin(docs=[doc], store_user_data=True).to_bytes())
+        .get_docs(NLP.vocab)
+    )
     numpy.testing.assert_array_equal(binned[-1]._.photo, gradient())
     doc._.photo = str(png)
     assert get_image(doc, "photo") == str(png)

@@ -1,4 +1,5 @@
 """MultimodalKB: records, alias helpers, candidate lookup, serialization, fingerprints."""
+
 import re
 from pathlib import Path
 
@@ -29,7 +30,9 @@ def vocab():
 
 def build_kb(vocab, image_root="/data/kb_images") -> MultimodalKB:
     kb = MultimodalKB(vocab, image_root=image_root)
-    kb.add_multimodal_entity("Q41421", "Michael Jordan", "basketball player", ["people/mj.jpg"], freq=30)
+    kb.add_multimodal_entity(
+        "Q41421", "Michael Jordan", "basketball player", ["people/mj.jpg"], freq=30
+    )
     kb.add_multimodal_entity("Q810", "Jordan", "country in the Middle East", [PNG], freq=60)
     kb.add_multimodal_entity("Q40059", "Jordan", "river", [PIXELS, "/abs/river.jpg"], freq=10)
     kb.add_multimodal_entity("Q1", "Jordan River", "the river's full name", [])
@@ -51,7 +54,9 @@ def test_add_and_get_records(vocab):
     assert kb.entity_ids == ["Q41421", "Q810", "Q40059", "Q1", "Q72", "Q1490"]
     assert len(kb) == 6
     assert [r.kb_id for r in kb.records()] == kb.entity_ids
-    assert kb.get_record("Q41421") == EntityRecord("Q41421", "Michael Jordan", "basketball player", ("people/mj.jpg",))
+    assert kb.get_record("Q41421") == EntityRecord(
+        "Q41421", "Michael Jordan", "basketball player", ("people/mj.jpg",)
+    )
     assert kb.get_record("Q810").images == (PNG,)
     river = kb.get_record("Q40059")
     numpy.testing.assert_array_equal(river.images[0], PIXELS)
@@ -66,7 +71,9 @@ def test_add_and_get_records(vocab):
 def test_record_images_are_normalized(vocab, tmp_path):
     kb = MultimodalKB(vocab)
     buffer = PIXELS.copy()
-    kb.add_multimodal_entity("Q9", "Nine", None, [tmp_path / "a.png", bytearray(b"xyz"), buffer, None])
+    kb.add_multimodal_entity(
+        "Q9", "Nine", None, [tmp_path / "a.png", bytearray(b"xyz"), buffer, None]
+    )
     record = kb.get_record("Q9")
     assert record.description == ""
     assert record.images[:2] == (str(tmp_path / "a.png"), b"xyz")
@@ -206,7 +213,11 @@ def assert_same_kb(loaded: MultimodalKB, kb: MultimodalKB) -> None:
     assert loaded.image_root == kb.image_root
     for original in kb.records():
         record = loaded.get_record(original.kb_id)
-        assert (record.kb_id, record.name, record.description) == (original.kb_id, original.name, original.description)
+        assert (record.kb_id, record.name, record.description) == (
+            original.kb_id,
+            original.name,
+            original.description,
+        )
         assert len(record.images) == len(original.images)
         for got, expected in zip(record.images, original.images):
             assert type(got) is type(expected)
@@ -217,7 +228,9 @@ def assert_same_kb(loaded: MultimodalKB, kb: MultimodalKB) -> None:
                 assert got == expected
     assert sorted(loaded.get_alias_strings()) == sorted(kb.get_alias_strings())
     for alias in kb.get_alias_strings():
-        expected = {c.entity_: (c.prior_prob, c.entity_freq) for c in kb.get_alias_candidates(alias)}
+        expected = {
+            c.entity_: (c.prior_prob, c.entity_freq) for c in kb.get_alias_candidates(alias)
+        }
         got = {c.entity_: (c.prior_prob, c.entity_freq) for c in loaded.get_alias_candidates(alias)}
         assert got == expected, alias  # priors and frequencies are stored as float32 on both sides
     assert loaded.fingerprint() == kb.fingerprint()
@@ -297,7 +310,17 @@ def test_from_disk_of_a_plain_spacy_kb_folder(vocab, tmp_path):
         srsly.msgpack_dumps({"version": 1, "records": [["Q1", "name"]]}),
         srsly.msgpack_dumps({"version": 1, "records": [[7, "name", "", [], 1.0]]}),
     ],
-    ids=["garbage", "empty", "trailing", "truncated", "list", "version", "no-records", "short-row", "int-id"],
+    ids=[
+        "garbage",
+        "empty",
+        "trailing",
+        "truncated",
+        "list",
+        "version",
+        "no-records",
+        "short-row",
+        "int-id",
+    ],
 )
 def test_corrupted_records_file_gives_a_clear_error(vocab, tmp_path, content):
     build_kb(vocab).to_disk(tmp_path / "kb")
@@ -321,7 +344,12 @@ def test_records_without_entities_in_the_alias_table(vocab, tmp_path):
 
 @pytest.mark.parametrize(
     "data",
-    [b"garbage", b"", srsly.msgpack_dumps({"x": 1}), srsly.msgpack_dumps({"lookup": b"", "m3el": {"version": 2}})],
+    [
+        b"garbage",
+        b"",
+        srsly.msgpack_dumps({"x": 1}),
+        srsly.msgpack_dumps({"lookup": b"", "m3el": {"version": 2}}),
+    ],
     ids=["garbage", "empty", "wrong-keys", "bad-records"],
 )
 def test_corrupted_bytes_give_a_clear_error(vocab, data):
@@ -347,7 +375,10 @@ def test_resolve_image(vocab):
 
 def rebuilt(kb: MultimodalKB, kb_id: str, image_root="unchanged", **changes) -> MultimodalKB:
     """A copy of ``kb`` (in a fresh vocab) with the record ``kb_id`` changed."""
-    other = MultimodalKB(spacy.blank("en").vocab, image_root=kb.image_root if image_root == "unchanged" else image_root)
+    other = MultimodalKB(
+        spacy.blank("en").vocab,
+        image_root=kb.image_root if image_root == "unchanged" else image_root,
+    )
     for record in kb.records():
         fields = {"name": record.name, "description": record.description, "images": record.images}
         if record.kb_id == kb_id:
@@ -360,7 +391,9 @@ def test_fingerprint_is_deterministic(vocab):
     kb = build_kb(vocab)
     assert kb.fingerprint() == kb.fingerprint()
     assert build_kb(spacy.blank("en").vocab).fingerprint() == kb.fingerprint()
-    assert rebuilt(kb, "Q1").fingerprint() == kb.fingerprint()  # aliases and priors are not part of it
+    assert (
+        rebuilt(kb, "Q1").fingerprint() == kb.fingerprint()
+    )  # aliases and priors are not part of it
     assert re.fullmatch("[0-9a-f]{64}", kb.fingerprint())
 
 
@@ -373,7 +406,10 @@ def test_fingerprint_is_deterministic(vocab):
         ("Q41421", {"images": ["people/mj2.jpg"]}),  # another path
         ("Q810", {"images": [PNG + b"!"]}),  # other bytes
         ("Q40059", {"images": [PIXELS + 1, "/abs/river.jpg"]}),  # other pixels
-        ("Q40059", {"images": [PIXELS.reshape(1, 4, 3), "/abs/river.jpg"]}),  # other shape, same bytes
+        (
+            "Q40059",
+            {"images": [PIXELS.reshape(1, 4, 3), "/abs/river.jpg"]},
+        ),  # other shape, same bytes
         ("Q40059", {"images": ["/abs/river.jpg", PIXELS]}),  # other order
         ("Q40059", {"images": [PIXELS]}),  # an image removed
         ("Q1", {"images": [PNG]}),  # an image added

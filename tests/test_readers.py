@@ -1,4 +1,5 @@
 """The reader keeps images on the predicted docs; spacy.Corpus does not."""
+
 import spacy
 from spacy.tokens import DocBin
 from spacy.training import Corpus

@@ -1,4 +1,5 @@
 """The README's Python example runs as written and prints what it says."""
+
 import contextlib
 import io
 import re
@@ -20,4 +21,6 @@ def test_readme_example_runs(tmp_path, monkeypatch, no_network):
     import spacy
 
     nlp = spacy.load(tmp_path / "jordan-linker")
-    assert nlp.get_pipe("m3el_linker").kb.get_record("Q810").description == "a country in western Asia"
+    assert (
+        nlp.get_pipe("m3el_linker").kb.get_record("Q810").description == "a country in western Asia"
+    )

@@ -1,4 +1,5 @@
 """Registrations: setup.py entry points, spaCy registry names, light imports, loading by entry point."""
+
 import json
 import os
 import runpy
@@ -35,7 +36,11 @@ GROUPS = {
 }
 EXPECTED_NAMES = {
     "spacy_factories": {"m3el_linker"},
-    "spacy_architectures": {"spacy_m3el.M3EL.v1", "spacy_m3el.CLIPEncoder.v1", "spacy_m3el.AttentionAlignment.v1"},
+    "spacy_architectures": {
+        "spacy_m3el.M3EL.v1",
+        "spacy_m3el.CLIPEncoder.v1",
+        "spacy_m3el.AttentionAlignment.v1",
+    },
     "spacy_misc": {
         "spacy_m3el.EmptyKB.v1",
         "spacy_m3el.KBFromFile.v1",
@@ -80,9 +85,20 @@ def installed_entry_points() -> Dict[str, Dict[str, str]]:
 
 def fresh_python(code: str, cwd: Path, timeout: float = 120) -> str:
     """Run ``code`` in a fresh interpreter, offline, outside the repo; return its stdout."""
-    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "PYTHONSTARTUP")}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("PYTHONPATH", "PYTHONSTARTUP")
+    }
     env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONDONTWRITEBYTECODE": "1"})
-    result = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout.strip().splitlines()[-1]
 
@@ -138,7 +154,10 @@ def test_registered_functions_return_the_implementations(tmp_path):
     assert registry.misc.get("spacy_m3el.AliasCandidatesBatch.v1")() is get_alias_candidates_batch
     assert callable(registry.misc.get("spacy_m3el.KBFromFile.v1")(tmp_path / "kb"))
     assert registry.scorers.get("spacy_m3el.linker_scorer.v1")() is score_linker
-    assert isinstance(registry.readers.get("spacy_m3el.MultimodalCorpus.v1")(tmp_path / "train.spacy"), MultimodalCorpus)
+    assert isinstance(
+        registry.readers.get("spacy_m3el.MultimodalCorpus.v1")(tmp_path / "train.spacy"),
+        MultimodalCorpus,
+    )
     make_alignment = registry.architectures.get("spacy_m3el.AttentionAlignment.v1")(scale=True)
     assert callable(make_alignment)
 
@@ -148,7 +167,7 @@ def test_names_resolve_in_a_config(tmp_path):
         f"""
         [kb]
         @misc = "spacy_m3el.KBFromFile.v1"
-        kb_path = "{tmp_path / 'kb'}"
+        kb_path = "{tmp_path / "kb"}"
 
         [candidates]
         @misc = "spacy_m3el.AliasCandidatesBatch.v1"
@@ -161,7 +180,7 @@ def test_names_resolve_in_a_config(tmp_path):
 
         [corpus]
         @readers = "spacy_m3el.MultimodalCorpus.v1"
-        path = "{tmp_path / 'train.spacy'}"
+        path = "{tmp_path / "train.spacy"}"
         limit = 3
         """
     )
@@ -189,7 +208,10 @@ def test_m3el_linker_is_a_known_factory(tiny_clip):
     assert component_config["model"]["@architectures"] == "spacy_m3el.M3EL.v1"
     assert component_config["model"]["encoder"]["@architectures"] == "spacy_m3el.CLIPEncoder.v1"
     assert component_config["model"]["encoder"]["name"] == tiny_clip
-    assert component_config["model"]["alignment"]["@architectures"] == "spacy_m3el.AttentionAlignment.v1"
+    assert (
+        component_config["model"]["alignment"]["@architectures"]
+        == "spacy_m3el.AttentionAlignment.v1"
+    )
     assert component_config["scorer"]["@scorers"] == "spacy_m3el.linker_scorer.v1"
     assert component_config["get_candidates_batch"]["@misc"] == "spacy_m3el.AliasCandidatesBatch.v1"
     assert component_config["generate_empty_kb"]["@misc"] == "spacy_m3el.EmptyKB.v1"
@@ -219,7 +241,11 @@ def test_registry_names_resolve_without_importing_the_package(tmp_path):
     Function registries read their entry points on lookup; factories are read
     when a ``Language`` is created (spaCy's ``_entry_point_factories``).
     """
-    names = {GROUPS[group]: sorted(names) for group, names in EXPECTED_NAMES.items() if group != "spacy_factories"}
+    names = {
+        GROUPS[group]: sorted(names)
+        for group, names in EXPECTED_NAMES.items()
+        if group != "spacy_factories"
+    }
     code = (
         "import json, sys\n"
         "import spacy\n"

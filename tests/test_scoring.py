@@ -1,4 +1,5 @@
 """Ranking metrics and the linker's scorer, against hand-computed values."""
+
 from fractions import Fraction
 
 import numpy
@@ -64,20 +65,34 @@ def test_ranking_metrics_by_hand():
     ranks = [1, 2, 4, None, 7, 1]
     metrics = ranking_metrics(ranks, hits=(1, 3, 5, 10))
     # Reciprocal ranks 1 + 1/2 + 1/4 + 0 + 1/7 + 1 over 6 mentions.
-    assert metrics["mrr"] == pytest.approx(float((1 + Fraction(1, 2) + Fraction(1, 4) + 0 + Fraction(1, 7) + 1) / 6))
+    assert metrics["mrr"] == pytest.approx(
+        float((1 + Fraction(1, 2) + Fraction(1, 4) + 0 + Fraction(1, 7) + 1) / 6)
+    )
     assert metrics["hits@1"] == pytest.approx(2 / 6)
     assert metrics["hits@3"] == pytest.approx(3 / 6)
     assert metrics["hits@5"] == pytest.approx(4 / 6)
     assert metrics["hits@10"] == pytest.approx(5 / 6)  # the unranked mention is never a hit
-    assert metrics["mean_rank"] == pytest.approx((1 + 2 + 4 + 7 + 1) / 5)  # unranked mention left out
+    assert metrics["mean_rank"] == pytest.approx(
+        (1 + 2 + 4 + 7 + 1) / 5
+    )  # unranked mention left out
     assert metrics["n_mentions"] == 6
-    assert set(metrics) == {"mrr", "hits@1", "hits@3", "hits@5", "hits@10", "mean_rank", "n_mentions"}
+    assert set(metrics) == {
+        "mrr",
+        "hits@1",
+        "hits@3",
+        "hits@5",
+        "hits@10",
+        "mean_rank",
+        "n_mentions",
+    }
     assert all(type(value) in (int, float) for value in metrics.values())
 
 
 def test_ranking_metrics_defaults_and_prefix():
     metrics = ranking_metrics([1, 3, 6], prefix="nel_")
-    assert set(metrics) == {"nel_mrr", "nel_mean_rank", "nel_n_mentions"} | {f"nel_hits@{k}" for k in DEFAULT_HITS}
+    assert set(metrics) == {"nel_mrr", "nel_mean_rank", "nel_n_mentions"} | {
+        f"nel_hits@{k}" for k in DEFAULT_HITS
+    }
     assert DEFAULT_HITS == (1, 3, 5)
     assert metrics["nel_mrr"] == pytest.approx((1 + 1 / 3 + 1 / 6) / 3)
     assert metrics["nel_hits@1"] == pytest.approx(1 / 3)
@@ -88,12 +103,21 @@ def test_ranking_metrics_defaults_and_prefix():
 
 def test_ranking_metrics_paper_hits():
     metrics = ranking_metrics([1, 10, 20, 21], hits=PAPER_HITS)
-    assert [metrics[f"hits@{k}"] for k in PAPER_HITS] == pytest.approx([0.25, 0.25, 0.25, 0.5, 0.75])
+    assert [metrics[f"hits@{k}"] for k in PAPER_HITS] == pytest.approx(
+        [0.25, 0.25, 0.25, 0.5, 0.75]
+    )
 
 
 def test_ranking_metrics_empty_input():
     metrics = ranking_metrics([], prefix="x_")
-    expected = {"x_n_mentions": 0, "x_mrr": 0.0, "x_mean_rank": 0.0, "x_hits@1": 0.0, "x_hits@3": 0.0, "x_hits@5": 0.0}
+    expected = {
+        "x_n_mentions": 0,
+        "x_mrr": 0.0,
+        "x_mean_rank": 0.0,
+        "x_hits@1": 0.0,
+        "x_hits@3": 0.0,
+        "x_hits@5": 0.0,
+    }
     assert metrics == expected
 
 
@@ -179,7 +203,9 @@ def test_score_linker_by_hand(examples):
     assert scores["nel_micro_r"] == pytest.approx(1 / 4)
     assert scores["nel_micro_f"] == pytest.approx(1 / 4)
     per_type = scores["nel_f_per_type"]
-    assert per_type["PER"]["p"] == pytest.approx(1 / 2) and per_type["PER"]["r"] == pytest.approx(1 / 2)
+    assert per_type["PER"]["p"] == pytest.approx(1 / 2) and per_type["PER"]["r"] == pytest.approx(
+        1 / 2
+    )
     assert per_type["ORG"]["f"] == 0.0 and per_type["LOC"]["f"] == 0.0
 
 
@@ -193,8 +219,14 @@ def test_score_linker_when_all_gold_first():
         predicted=[("Jordan", "PER", "Q1", ["Q1", "Q2"]), ("Kastrel", "ORG", "Q3", ["Q3"])],
     )
     scores = score_linker([eg])
-    assert scores["nel_mrr"] == 1.0 and scores["nel_hits@1"] == 1.0 and scores["nel_n_mentions"] == 2
-    assert scores["nel_micro_p"] == 1.0 and scores["nel_micro_r"] == 1.0 and scores["nel_micro_f"] == 1.0
+    assert (
+        scores["nel_mrr"] == 1.0 and scores["nel_hits@1"] == 1.0 and scores["nel_n_mentions"] == 2
+    )
+    assert (
+        scores["nel_micro_p"] == 1.0
+        and scores["nel_micro_r"] == 1.0
+        and scores["nel_micro_f"] == 1.0
+    )
 
 
 def test_unranked_and_unlabelled_mentions():
@@ -212,7 +244,9 @@ def test_unranked_and_unlabelled_mentions():
     )
     assert candidate_ranks([eg]) == [None, None]
     scores = score_linker([eg])
-    assert scores["nel_n_mentions"] == 2 and scores["nel_mrr"] == 0.0 and scores["nel_hits@5"] == 0.0
+    assert (
+        scores["nel_n_mentions"] == 2 and scores["nel_mrr"] == 0.0 and scores["nel_hits@5"] == 0.0
+    )
 
 
 def test_score_linker_with_no_examples():
@@ -228,7 +262,9 @@ def test_candidate_ranks_survive_docbin(examples):
     restored = list(DocBin().from_bytes(docs).get_docs(nlp.vocab))
     restored_examples = [Example(doc, eg.reference) for doc, eg in zip(restored, examples)]
     assert candidate_ranks(restored_examples) == [1, 3, None, 2]
-    assert score_linker(restored_examples)["nel_mrr"] == pytest.approx(score_linker(examples)["nel_mrr"])
+    assert score_linker(restored_examples)["nel_mrr"] == pytest.approx(
+        score_linker(examples)["nel_mrr"]
+    )
 
 
 def test_score_linker_accepts_a_generator(examples):

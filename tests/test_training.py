@@ -1,4 +1,5 @@
 """`spacy train` with the shipped configs, and the project workflow end to end."""
+
 import shutil
 import subprocess
 import sys
@@ -16,7 +17,9 @@ SMALL_DEMO = {"n_names": 4, "entities_per_name": 2, "mentions_per_entity": 6}
 
 
 def run(args, cwd):
-    result = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, env=offline_env())
+    result = subprocess.run(
+        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, env=offline_env()
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
 
@@ -47,10 +50,24 @@ def test_spacy_train_runs_a_few_steps(small_corpus, tiny_clip):
     corpus = small_corpus / "corpus"
     run(
         [
-            "-m", "spacy", "train", str(ROOT / "configs" / "demo.cfg"), "--output", str(out),
-            "--paths.train", str(corpus / "train.spacy"), "--paths.dev", str(corpus / "dev.spacy"),
-            "--paths.kb", str(corpus / "kb"), "--paths.encoder", tiny_clip,
-            "--training.max_steps", "6", "--training.eval_frequency", "3",
+            "-m",
+            "spacy",
+            "train",
+            str(ROOT / "configs" / "demo.cfg"),
+            "--output",
+            str(out),
+            "--paths.train",
+            str(corpus / "train.spacy"),
+            "--paths.dev",
+            str(corpus / "dev.spacy"),
+            "--paths.kb",
+            str(corpus / "kb"),
+            "--paths.encoder",
+            tiny_clip,
+            "--training.max_steps",
+            "6",
+            "--training.eval_frequency",
+            "3",
         ],
         cwd=small_corpus,
     )
@@ -67,7 +84,9 @@ def test_project_workflow_end_to_end(tmp_path):
     shutil.copy(ROOT / "project.yml", project)
     shutil.copytree(ROOT / "configs", project / "configs")
     config = (project / "configs" / "demo.cfg").read_text()
-    config = config.replace("max_steps = 1000", "max_steps = 4").replace("eval_frequency = 100", "eval_frequency = 2")
+    config = config.replace("max_steps = 1000", "max_steps = 4").replace(
+        "eval_frequency = 100", "eval_frequency = 2"
+    )
     (project / "configs" / "demo.cfg").write_text(config)
     generate_demo_dataset(project / "assets" / "demo", seed=2, **SMALL_DEMO)
     out = run(["-m", "spacy", "project", "run", "all", str(project)], cwd=project)

@@ -1,4 +1,5 @@
 """Helpers for tests: a KB where only images tell entities apart, docs, training."""
+
 import io
 from typing import Dict, List, Optional
 
@@ -34,7 +35,9 @@ def color_image(color, size: int = 40, noise: int = 0, seed: int = 0) -> numpy.n
     """An HxWx3 uint8 image of one colour, optionally with uniform noise."""
     array = numpy.full((size, size, 3), color, dtype=numpy.int16)
     if noise:
-        array += numpy.random.default_rng(seed).integers(-noise, noise + 1, array.shape, dtype=numpy.int16)
+        array += numpy.random.default_rng(seed).integers(
+            -noise, noise + 1, array.shape, dtype=numpy.int16
+        )
     return array.clip(0, 255).astype(numpy.uint8)
 
 
@@ -61,11 +64,15 @@ def make_doc(nlp: Language, kb_id: Optional[str], image=None) -> spacy.tokens.Do
     return doc
 
 
-def make_examples(nlp: Language, per_entity: int = 2, noise: int = 20, seed: int = 0) -> List[Example]:
+def make_examples(
+    nlp: Language, per_entity: int = 2, noise: int = 20, seed: int = 0
+) -> List[Example]:
     examples = []
     for i, (kb_id, _, _, color) in enumerate(ENTITIES):
         for j in range(per_entity):
-            reference = make_doc(nlp, kb_id, color_image(color, noise=noise, seed=seed + 10 * i + j))
+            reference = make_doc(
+                nlp, kb_id, color_image(color, noise=noise, seed=seed + 10 * i + j)
+            )
             examples.append(Example(nlp.make_doc(reference.text), reference))
     return examples
 

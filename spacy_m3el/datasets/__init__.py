@@ -1,4 +1,5 @@
 """Dataset preparation: MIMIC-format MEL datasets and the synthetic demo."""
+
 from .demo import generate_demo_dataset, make_demo_corpus_texts
 from .mimic import (
     DATASET_PREFIXES,

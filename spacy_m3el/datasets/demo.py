@@ -8,6 +8,7 @@ transformer trained from scratch can learn; mention images are noisy variants
 of the gold entity's signature. The files follow the MIMIC layout exactly, so
 ``prepare_dataset("demo", ...)`` reads them like WikiMEL.
 """
+
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,13 +30,59 @@ PNG_IMGPATH_FRACTION = 0.05
 QUOTED_MENTION_FRACTION = 0.5  # of the mentions of multi-word names
 NIL_FRACTION = 0.02
 
-ONSETS = ("Vel", "Kas", "Mor", "Tal", "Zen", "Bra", "Quor", "Lin", "Dra", "Fen", "Gal", "Hes",
-          "Iro", "Jun", "Nal", "Ost", "Pry", "Rue", "Sol", "Tir", "Ulm", "Vor", "Wes", "Yar")
-CODAS = ("mora", "trel", "vane", "dith", "kora", "lune", "mir", "nost", "pell", "rask", "sten",
-         "thal", "varn", "wick", "zara", "bel")
+ONSETS = (
+    "Vel",
+    "Kas",
+    "Mor",
+    "Tal",
+    "Zen",
+    "Bra",
+    "Quor",
+    "Lin",
+    "Dra",
+    "Fen",
+    "Gal",
+    "Hes",
+    "Iro",
+    "Jun",
+    "Nal",
+    "Ost",
+    "Pry",
+    "Rue",
+    "Sol",
+    "Tir",
+    "Ulm",
+    "Vor",
+    "Wes",
+    "Yar",
+)
+CODAS = (
+    "mora",
+    "trel",
+    "vane",
+    "dith",
+    "kora",
+    "lune",
+    "mir",
+    "nost",
+    "pell",
+    "rask",
+    "sten",
+    "thal",
+    "varn",
+    "wick",
+    "zara",
+    "bel",
+)
 NAME_PREFIXES = ("Nova", "Old", "Upper", "Saint", "Port")
-REGIONS = ("the Orvane valley", "northern Castria", "the Pellish coast", "eastern Dunmark",
-           "the Saltmere plains", "southern Ilvar")
+REGIONS = (
+    "the Orvane valley",
+    "northern Castria",
+    "the Pellish coast",
+    "eastern Dunmark",
+    "the Saltmere plains",
+    "southern Ilvar",
+)
 YEARS = tuple(range(1890, 2016, 7))
 
 COLOURS: Dict[str, Tuple[int, int, int]] = {
@@ -82,38 +129,78 @@ class EntityType:
 
 
 ENTITY_TYPES = (
-    EntityType("person", "basketball",
-               "{name} is a basketball player born in {year} who scored {number} points last season.",
-               ("{name} scored thirty points in the basketball game last night.",
-                "The basketball coach praised {name} after the match.")),
-    EntityType("river", "river",
-               "{name} is a river in {region}, about {number} km long.",
-               ("We sailed down the {name} river last summer.",
-                "The {name} river flooded the fields after the storm.")),
-    EntityType("city", "city",
-               "{name} is a city in {region} with {number} thousand inhabitants.",
-               ("The mayor of the city of {name} opened a new station.",
-                "Tourists crowd the old city of {name} every spring.")),
-    EntityType("band", "band",
-               "{name} is a rock band formed in {year} that has released {number} albums.",
-               ("The band {name} released a new album.",
-                "{name} played their hits to a sold-out crowd, the band said.")),
-    EntityType("ship", "ship",
-               "{name} is a cargo ship launched in {year} and registered in {region}.",
-               ("The ship {name} docked in the harbour at dawn.",
-                "The crew of the ship {name} was rescued at sea.")),
-    EntityType("mountain", "mountain",
-               "{name} is a mountain in {region}, {number}0 metres high.",
-               ("Climbers reached the summit of the mountain {name}.",
-                "Snow covered the mountain {name} early this year.")),
-    EntityType("painter", "painter",
-               "{name} is a painter born in {year}, known for {number} landscapes.",
-               ("A landscape by the painter {name} was sold at auction.",
-                "The museum opened a show of the painter {name}.")),
-    EntityType("company", "company",
-               "{name} is a company founded in {year} in {region} with {number} employees.",
-               ("Shares of the company {name} rose sharply.",
-                "The company {name} hired a new chief executive.")),
+    EntityType(
+        "person",
+        "basketball",
+        "{name} is a basketball player born in {year} who scored {number} points last season.",
+        (
+            "{name} scored thirty points in the basketball game last night.",
+            "The basketball coach praised {name} after the match.",
+        ),
+    ),
+    EntityType(
+        "river",
+        "river",
+        "{name} is a river in {region}, about {number} km long.",
+        (
+            "We sailed down the {name} river last summer.",
+            "The {name} river flooded the fields after the storm.",
+        ),
+    ),
+    EntityType(
+        "city",
+        "city",
+        "{name} is a city in {region} with {number} thousand inhabitants.",
+        (
+            "The mayor of the city of {name} opened a new station.",
+            "Tourists crowd the old city of {name} every spring.",
+        ),
+    ),
+    EntityType(
+        "band",
+        "band",
+        "{name} is a rock band formed in {year} that has released {number} albums.",
+        (
+            "The band {name} released a new album.",
+            "{name} played their hits to a sold-out crowd, the band said.",
+        ),
+    ),
+    EntityType(
+        "ship",
+        "ship",
+        "{name} is a cargo ship launched in {year} and registered in {region}.",
+        (
+            "The ship {name} docked in the harbour at dawn.",
+            "The crew of the ship {name} was rescued at sea.",
+        ),
+    ),
+    EntityType(
+        "mountain",
+        "mountain",
+        "{name} is a mountain in {region}, {number}0 metres high.",
+        (
+            "Climbers reached the summit of the mountain {name}.",
+            "Snow covered the mountain {name} early this year.",
+        ),
+    ),
+    EntityType(
+        "painter",
+        "painter",
+        "{name} is a painter born in {year}, known for {number} landscapes.",
+        (
+            "A landscape by the painter {name} was sold at auction.",
+            "The museum opened a show of the painter {name}.",
+        ),
+    ),
+    EntityType(
+        "company",
+        "company",
+        "{name} is a company founded in {year} in {region} with {number} employees.",
+        (
+            "Shares of the company {name} rose sharply.",
+            "The company {name} hired a new chief executive.",
+        ),
+    ),
 )
 
 
@@ -139,7 +226,9 @@ def describe_signature(signature: Signature) -> str:
 # Images ---------------------------------------------------------------------
 
 
-def _jitter_colour(colour: Tuple[int, int, int], rng: numpy.random.Generator, amount: int) -> Tuple[int, ...]:
+def _jitter_colour(
+    colour: Tuple[int, int, int], rng: numpy.random.Generator, amount: int
+) -> Tuple[int, ...]:
     if amount == 0:
         return colour
     return tuple(int(numpy.clip(c + rng.integers(-amount, amount + 1), 0, 255)) for c in colour)
@@ -180,7 +269,11 @@ def draw_signature(
     foreground = _jitter_colour(COLOURS[signature.foreground], rng, colour_jitter)
     image = Image.new("RGB", (size, size), background)
     draw = ImageDraw.Draw(image)
-    shift = rng.uniform(-position_jitter, position_jitter, size=2) * size if position_jitter else (0.0, 0.0)
+    shift = (
+        rng.uniform(-position_jitter, position_jitter, size=2) * size
+        if position_jitter
+        else (0.0, 0.0)
+    )
     cx, cy = size / 2 + shift[0], size / 2 + shift[1]
     r = size * 0.28 * rng.uniform(*scale_range)
     if signature.shape == "circle":
@@ -211,7 +304,9 @@ def entity_image(signature: Signature, rng: numpy.random.Generator, variant: int
     """A clean entity image; later variants are slightly jittered."""
     if variant == 0:
         return draw_signature(signature, rng)
-    return draw_signature(signature, rng, colour_jitter=10, position_jitter=0.05, scale_range=(0.9, 1.1))
+    return draw_signature(
+        signature, rng, colour_jitter=10, position_jitter=0.05, scale_range=(0.9, 1.1)
+    )
 
 
 def mention_image(signature: Signature, rng: numpy.random.Generator):
@@ -236,8 +331,10 @@ def invent_names(n: int, rng: numpy.random.Generator) -> List[str]:
         raise ValueError(f"At most {len(stems)} demo names are available, {n} were requested.")
     order = rng.permutation(len(stems))[:n]
     names = [stems[i] for i in order]
-    return [f"{NAME_PREFIXES[i // 5 % len(NAME_PREFIXES)]} {name}" if i % 5 == 2 else name
-            for i, name in enumerate(names)]
+    return [
+        f"{NAME_PREFIXES[i // 5 % len(NAME_PREFIXES)]} {name}" if i % 5 == 2 else name
+        for i, name in enumerate(names)
+    ]
 
 
 def _signatures_for_name(k: int, rng: numpy.random.Generator) -> List[Signature]:
@@ -252,7 +349,9 @@ def _signatures_for_name(k: int, rng: numpy.random.Generator) -> List[Signature]
     return signatures
 
 
-def _describe(entity_type: EntityType, name: str, signature: Signature, rng: numpy.random.Generator) -> str:
+def _describe(
+    entity_type: EntityType, name: str, signature: Signature, rng: numpy.random.Generator
+) -> str:
     text = entity_type.description.format(
         name=name,
         region=REGIONS[int(rng.integers(len(REGIONS)))],
@@ -262,7 +361,9 @@ def _describe(entity_type: EntityType, name: str, signature: Signature, rng: num
     return f"{text} Its emblem shows {describe_signature(signature)}."
 
 
-def make_entities(n_names: int, entities_per_name: int, rng: numpy.random.Generator) -> List[Dict[str, Any]]:
+def make_entities(
+    n_names: int, entities_per_name: int, rng: numpy.random.Generator
+) -> List[Dict[str, Any]]:
     """Invent the entities: several of different types share each name.
 
     n_names (int): Number of distinct names.
@@ -273,21 +374,25 @@ def make_entities(n_names: int, entities_per_name: int, rng: numpy.random.Genera
     """
     limit = min(len(ENTITY_TYPES), len(SHAPES), len(COLOURS))
     if not 1 <= entities_per_name <= limit:
-        raise ValueError(f"entities_per_name must be between 1 and {limit}, got {entities_per_name}.")
+        raise ValueError(
+            f"entities_per_name must be between 1 and {limit}, got {entities_per_name}."
+        )
     if n_names < 1:
         raise ValueError(f"n_names must be at least 1, got {n_names}.")
     entities = []
     for name in invent_names(n_names, rng):
         types = [ENTITY_TYPES[i] for i in rng.permutation(len(ENTITY_TYPES))[:entities_per_name]]
         for entity_type, signature in zip(types, _signatures_for_name(entities_per_name, rng)):
-            entities.append({
-                "qid": f"Q{900001 + len(entities)}",
-                "name": name,
-                "type": entity_type,
-                "description": _describe(entity_type, name, signature, rng),
-                "signature": signature,
-                "n_images": int(rng.integers(1, 3)),
-            })
+            entities.append(
+                {
+                    "qid": f"Q{900001 + len(entities)}",
+                    "name": name,
+                    "type": entity_type,
+                    "description": _describe(entity_type, name, signature, rng),
+                    "signature": signature,
+                    "n_images": int(rng.integers(1, 3)),
+                }
+            )
     n_without = max(1, round(NO_IMAGE_ENTITY_FRACTION * len(entities)))
     for i in rng.permutation(len(entities))[:n_without]:
         entities[i]["n_images"] = 0
@@ -310,7 +415,9 @@ def _split_sizes(m: int, rng: numpy.random.Generator) -> Tuple[int, int, int]:
     return m - dev - test, dev, test
 
 
-def _mention_records(entity: Dict[str, Any], m: int, rng: numpy.random.Generator) -> List[Dict[str, Any]]:
+def _mention_records(
+    entity: Dict[str, Any], m: int, rng: numpy.random.Generator
+) -> List[Dict[str, Any]]:
     n_ambiguous = round(AMBIGUOUS_FRACTION * m)
     ambiguous = rng.permutation([True] * n_ambiguous + [False] * (m - n_ambiguous))
     name = entity["name"]
@@ -318,17 +425,21 @@ def _mention_records(entity: Dict[str, Any], m: int, rng: numpy.random.Generator
     for is_ambiguous in ambiguous:
         templates = AMBIGUOUS_TEMPLATES if is_ambiguous else entity["type"].sentences
         quoted = " " in name and rng.random() < QUOTED_MENTION_FRACTION
-        records.append({
-            "mentions": quote(name) if quoted else name,
-            "sentence": templates[int(rng.integers(len(templates)))].format(name=name),
-            "answer": entity["qid"],
-            "entities": name,
-            "signature": entity["signature"],
-        })
+        records.append(
+            {
+                "mentions": quote(name) if quoted else name,
+                "sentence": templates[int(rng.integers(len(templates)))].format(name=name),
+                "answer": entity["qid"],
+                "entities": name,
+                "signature": entity["signature"],
+            }
+        )
     return records
 
 
-def _nil_records(n: int, used_names: Sequence[str], rng: numpy.random.Generator) -> List[Dict[str, Any]]:
+def _nil_records(
+    n: int, used_names: Sequence[str], rng: numpy.random.Generator
+) -> List[Dict[str, Any]]:
     pool = [onset + coda for onset in reversed(ONSETS) for coda in reversed(CODAS)]
     used = set(used_names)
     names = [name for name in pool if name not in used][:n]
@@ -337,13 +448,19 @@ def _nil_records(n: int, used_names: Sequence[str], rng: numpy.random.Generator)
     for i, name in enumerate(names):
         background = colours[int(rng.integers(len(colours)))]
         foreground = next(c for c in colours[::-1] if c != background)
-        records.append({
-            "mentions": name,
-            "sentence": AMBIGUOUS_TEMPLATES[int(rng.integers(len(AMBIGUOUS_TEMPLATES)))].format(name=name),
-            "answer": "NIL" if i % 2 else "nil",
-            "entities": "nil",
-            "signature": Signature(background, foreground, SHAPES[int(rng.integers(len(SHAPES)))]),
-        })
+        records.append(
+            {
+                "mentions": name,
+                "sentence": AMBIGUOUS_TEMPLATES[int(rng.integers(len(AMBIGUOUS_TEMPLATES)))].format(
+                    name=name
+                ),
+                "answer": "NIL" if i % 2 else "nil",
+                "entities": "nil",
+                "signature": Signature(
+                    background, foreground, SHAPES[int(rng.integers(len(SHAPES)))]
+                ),
+            }
+        )
     return records
 
 
@@ -367,7 +484,7 @@ def split_mentions(
         records = _mention_records(entity, mentions_per_entity, rng)
         start = 0
         for split, size in zip(SPLITS, _split_sizes(len(records), rng)):
-            splits[split].extend(records[start:start + size])
+            splits[split].extend(records[start : start + size])
             start += size
     total = len(entities) * mentions_per_entity
     used = sorted({entity["name"].split()[-1] for entity in entities})
@@ -385,7 +502,9 @@ def _write_json(path: Path, data: Any, *, one_line: bool = False) -> None:
     path.write_text(text + "\n", encoding="utf8")
 
 
-def write_kb(output_dir: Path, entities: Sequence[Dict[str, Any]], rng: numpy.random.Generator) -> None:
+def write_kb(
+    output_dir: Path, entities: Sequence[Dict[str, Any]], rng: numpy.random.Generator
+) -> None:
     """Write ``kb_entity.json``, ``qid2id.json`` and the entity images.
 
     output_dir (Path): The dataset folder.
@@ -399,18 +518,24 @@ def write_kb(output_dir: Path, entities: Sequence[Dict[str, Any]], rng: numpy.ra
         files = [f"{entity['qid']}_{k}.jpg" for k in range(entity["n_images"])]
         for k, file_name in enumerate(files):
             _save_jpeg(entity_image(entity["signature"], rng, k), image_dir / file_name)
-        records.append({
-            "id": i,
-            "type": entity["type"].name,
-            "entity_name": quote(entity["name"]),
-            "desc": entity["description"],
-            "image_list": files,
-        })
+        records.append(
+            {
+                "id": i,
+                "type": entity["type"].name,
+                "entity_name": quote(entity["name"]),
+                "desc": entity["description"],
+                "image_list": files,
+            }
+        )
     _write_json(output_dir / KB_FILE, records)
-    _write_json(output_dir / QID2ID_FILE, {e["qid"]: i for i, e in enumerate(entities)}, one_line=True)
+    _write_json(
+        output_dir / QID2ID_FILE, {e["qid"]: i for i, e in enumerate(entities)}, one_line=True
+    )
 
 
-def write_mentions(output_dir: Path, splits: Dict[str, List[Dict[str, Any]]], rng: numpy.random.Generator) -> None:
+def write_mentions(
+    output_dir: Path, splits: Dict[str, List[Dict[str, Any]]], rng: numpy.random.Generator
+) -> None:
     """Shuffle each split, give records ids and image paths, write them and their images.
 
     output_dir (Path): The dataset folder.

@@ -13,6 +13,7 @@ Every mention record becomes one Doc whose single entity carries the gold QID
 as ``kb_id_`` and whose ``doc._.image`` is the mention image. Every record is
 either kept or counted under a named reason in the :class:`PreparationReport`.
 """
+
 import json
 import os
 import re
@@ -137,7 +138,9 @@ class PreparationReport:
         for split in names:
             examples = self.splits[split].gold_missing_examples
             if examples:
-                lines.append(f"gold QIDs missing from the KB ({split}, first): {', '.join(examples)}")
+                lines.append(
+                    f"gold QIDs missing from the KB ({split}, first): {', '.join(examples)}"
+                )
         folder = self.mention_image_folder or "(none found)"
         fallback = " (fallback: mention_image/ is missing)" if self.mention_image_fallback else ""
         lines.append(f"mention image folder: {folder}{fallback}")
@@ -175,10 +178,14 @@ def read_json(path: Path) -> Any:
 def _read_record_list(path: Path) -> List[Dict[str, Any]]:
     data = read_json(path)
     if not isinstance(data, list):
-        raise DatasetError(f"{path} must contain a JSON list of records, found {type(data).__name__}.")
+        raise DatasetError(
+            f"{path} must contain a JSON list of records, found {type(data).__name__}."
+        )
     for i, record in enumerate(data):
         if not isinstance(record, dict):
-            raise DatasetError(f"{path}: record {i} is a {type(record).__name__}, expected an object.")
+            raise DatasetError(
+                f"{path}: record {i} is a {type(record).__name__}, expected an object."
+            )
     return data
 
 
@@ -191,12 +198,16 @@ def find_split_files(dataset: str, dataset_dir: Path) -> Dict[str, Path]:
     RAISES (DatasetError): For an unknown dataset or if no complete set of files exists.
     """
     if dataset not in DATASET_PREFIXES:
-        raise DatasetError(f"Unknown dataset {dataset!r}. Choose one of: {', '.join(DATASET_PREFIXES)}.")
+        raise DatasetError(
+            f"Unknown dataset {dataset!r}. Choose one of: {', '.join(DATASET_PREFIXES)}."
+        )
     for prefix in DATASET_PREFIXES[dataset]:
         paths = {split: dataset_dir / f"{prefix}_{split}.json" for split in SPLITS}
         if all(path.is_file() for path in paths.values()):
             return paths
-    expected = " or ".join(f"{prefix}_{{{','.join(SPLITS)}}}.json" for prefix in DATASET_PREFIXES[dataset])
+    expected = " or ".join(
+        f"{prefix}_{{{','.join(SPLITS)}}}.json" for prefix in DATASET_PREFIXES[dataset]
+    )
     raise DatasetError(f"No split files for {dataset} in {dataset_dir}: expected {expected}.")
 
 
@@ -252,7 +263,9 @@ def is_unsafe_name(name: str) -> bool:
     if "\0" in name:
         return True
     posix, windows = PurePosixPath(name), PureWindowsPath(name)
-    return posix.is_absolute() or bool(windows.anchor) or ".." in posix.parts or ".." in windows.parts
+    return (
+        posix.is_absolute() or bool(windows.anchor) or ".." in posix.parts or ".." in windows.parts
+    )
 
 
 def safe_join(folder: Path, name: str) -> Optional[Path]:
@@ -378,7 +391,9 @@ def make_entity_doc(
     return doc, split
 
 
-def _require_str(record: Dict[str, Any], key: str, path: Path, index: int, default: Optional[str] = None) -> str:
+def _require_str(
+    record: Dict[str, Any], key: str, path: Path, index: int, default: Optional[str] = None
+) -> str:
     value = record.get(key)
     if value is None:
         value = default
@@ -426,7 +441,11 @@ def mention_doc(
         sentence = f"{mention} : {sentence}"
         offsets = (0, len(mention))
     record_type = record.get("type")
-    label = record_type.strip() if isinstance(record_type, str) and record_type.strip() else DEFAULT_LABEL
+    label = (
+        record_type.strip()
+        if isinstance(record_type, str) and record_type.strip()
+        else DEFAULT_LABEL
+    )
     doc, split = make_entity_doc(nlp, sentence, offsets[0], offsets[1], label, qid)
     counts.mention_token_split += split
     status, image_path = resolve_mention_image(record.get("imgPath"), image_folder)
@@ -475,10 +494,15 @@ def split_docs(
         if qid not in known:
             counts.gold_missing_from_kb += 1
             example = qid or repr(answer)
-            if len(counts.gold_missing_examples) < MAX_EXAMPLES and example not in counts.gold_missing_examples:
+            if (
+                len(counts.gold_missing_examples) < MAX_EXAMPLES
+                and example not in counts.gold_missing_examples
+            ):
                 counts.gold_missing_examples.append(example)
             continue
-        doc = mention_doc(nlp, record, qid, image_folder, embed_images, counts, path=path, index=index)
+        doc = mention_doc(
+            nlp, record, qid, image_folder, embed_images, counts, path=path, index=index
+        )
         if doc is not None:
             docs.append(doc)
     return docs
@@ -503,7 +527,9 @@ def _image_list(record: Dict[str, Any]) -> List[str]:
     return [name for name in images if isinstance(name, str) and name.strip()]
 
 
-def entity_images(record: Dict[str, Any], folder: Path, embed_images: bool, counts: KBReport) -> List[ImageRef]:
+def entity_images(
+    record: Dict[str, Any], folder: Path, embed_images: bool, counts: KBReport
+) -> List[ImageRef]:
     """The existing, safe images of one entity record.
 
     record (Dict[str, Any]): The entity record.
@@ -639,17 +665,30 @@ def prepare_dataset(
     )
     qid2id = read_json(dataset_dir / QID2ID_FILE)
     if not isinstance(qid2id, dict):
-        raise DatasetError(f"{dataset_dir / QID2ID_FILE} must contain a JSON object mapping QIDs to ids.")
+        raise DatasetError(
+            f"{dataset_dir / QID2ID_FILE} must contain a JSON object mapping QIDs to ids."
+        )
     entity_records = _read_record_list(dataset_dir / KB_FILE)
     kb = build_kb(
-        nlp, entity_records, invert_qid2id(qid2id), dataset_dir / KB_IMAGE_DIR, report.kb, embed_images=embed_images
+        nlp,
+        entity_records,
+        invert_qid2id(qid2id),
+        dataset_dir / KB_IMAGE_DIR,
+        report.kb,
+        embed_images=embed_images,
     )
     docs_by_split = {}
     for split, path in split_files.items():
         counts = report.splits[split] = SplitReport(file=path.name)
         docs_by_split[split] = split_docs(
-            nlp, _read_record_list(path), kb.entity_ids, image_folder, counts,
-            path=path, embed_images=embed_images, limit=limit,
+            nlp,
+            _read_record_list(path),
+            kb.entity_ids,
+            image_folder,
+            counts,
+            path=path,
+            embed_images=embed_images,
+            limit=limit,
         )
     report.kb.aliases = kb.add_name_aliases(extra_aliases=train_aliases(docs_by_split["train"]))
     for split, docs in docs_by_split.items():

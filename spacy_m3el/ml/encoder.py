@@ -1,4 +1,5 @@
 """Hugging Face CLIP as the M3EL encoder: global and local text/image features."""
+
 import os
 import tempfile
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ import numpy
 import torch
 from torch import nn
 
+
 def _single_thread_after_fork() -> None:
     # torch's OpenMP pool does not survive fork: a forked child (nlp.pipe with
     # n_process > 1 on Linux) that runs a parallel op hangs. One thread per
@@ -18,7 +20,14 @@ def _single_thread_after_fork() -> None:
 
 os.register_at_fork(after_in_child=_single_thread_after_fork)
 
-TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
+TOKENIZER_FILES = (
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+)
 
 
 @dataclass
@@ -56,7 +65,15 @@ class CLIPEncoder(nn.Module):
     max_length (int): Maximum number of text tokens (longer texts are truncated).
     """
 
-    def __init__(self, name: str, *, text_width: int, vision_width: int, projection_dim: int, max_length: int = 40):
+    def __init__(
+        self,
+        name: str,
+        *,
+        text_width: int,
+        vision_width: int,
+        projection_dim: int,
+        max_length: int = 40,
+    ):
         super().__init__()
         self.name = name
         self.text_width = text_width
@@ -126,7 +143,9 @@ class CLIPEncoder(nn.Module):
             return {"name": self.name, "hf_config": None}
         with tempfile.TemporaryDirectory() as tmp:
             self.tokenizer.save_pretrained(tmp)
-            files = {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.name in TOKENIZER_FILES}
+            files = {
+                p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.name in TOKENIZER_FILES
+            }
         return {
             "name": self.name,
             "max_length": self.max_length,
@@ -166,7 +185,9 @@ class CLIPEncoder(nn.Module):
                 f"{self.name!r}) or load a trained pipeline with spacy.load()."
             )
 
-    def featurize(self, texts: Sequence[str], images: Sequence[Optional[object]]) -> Dict[str, numpy.ndarray]:
+    def featurize(
+        self, texts: Sequence[str], images: Sequence[Optional[object]]
+    ) -> Dict[str, numpy.ndarray]:
         """Tokenize texts and preprocess images (PIL RGB images or None).
 
         RETURNS (Dict[str, numpy.ndarray]): ``input_ids``, ``attention_mask``,
@@ -175,7 +196,11 @@ class CLIPEncoder(nn.Module):
         """
         self._require_loaded()
         tokens = self.tokenizer(
-            list(texts), padding="longest", truncation=True, max_length=self.max_length, return_tensors="np"
+            list(texts),
+            padding="longest",
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="np",
         )
         has_image = numpy.array([image is not None for image in images], dtype=bool)
         present = [image for image in images if image is not None]
@@ -197,12 +222,16 @@ class CLIPEncoder(nn.Module):
         text_out = clip.text_model(input_ids=input_ids, attention_mask=attention_mask)
         text_global = nn.functional.normalize(clip.text_projection(text_out.pooler_output), dim=-1)
         n = input_ids.shape[0]
-        n_tokens = (clip.config.vision_config.image_size // clip.config.vision_config.patch_size) ** 2 + 1
+        n_tokens = (
+            clip.config.vision_config.image_size // clip.config.vision_config.patch_size
+        ) ** 2 + 1
         image_global = text_global.new_zeros((n, self.projection_dim))
         image_tokens = text_global.new_zeros((n, n_tokens, self.vision_width))
         if pixel_values.shape[0] > 0:
             vision_out = clip.vision_model(pixel_values=pixel_values)
-            embeds = nn.functional.normalize(clip.visual_projection(vision_out.pooler_output), dim=-1)
+            embeds = nn.functional.normalize(
+                clip.visual_projection(vision_out.pooler_output), dim=-1
+            )
             index = torch.nonzero(has_image, as_tuple=True)[0]
             image_global = image_global.index_copy(0, index, embeds)
             image_tokens = image_tokens.index_copy(0, index, vision_out.last_hidden_state)

@@ -4,6 +4,7 @@ Shapes: P pairs (or n items), L/K token positions, h the hidden width.
 Every unit takes boolean masks (True = real position) so padding never
 receives attention weight, unlike the reference implementation.
 """
+
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -31,7 +32,13 @@ class AttentionAlignment(nn.Module):
         super().__init__()
         self.scale = width**-0.5 if scale else 1.0
 
-    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, key_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        key_mask: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
         logits = torch.matmul(query, key.transpose(-1, -2)) * self.scale
         if key_mask is None:
             return torch.matmul(logits.softmax(dim=-1), value)
@@ -49,7 +56,9 @@ class IntraModalUnit(nn.Module):
     projected global vector. The unit score is (G2G + G2L) / 2.
     """
 
-    def __init__(self, global_width: int, token_width: int, hidden_width: int, alignment: AlignmentFactory):
+    def __init__(
+        self, global_width: int, token_width: int, hidden_width: int, alignment: AlignmentFactory
+    ):
         super().__init__()
         self.query = nn.Linear(token_width, hidden_width)
         self.key = nn.Linear(token_width, hidden_width)
@@ -71,7 +80,9 @@ class IntraModalUnit(nn.Module):
         # All of a mention's candidates attend over its tokens in one call: [n, C*L, h].
         queries = e["q"][entity_index].flatten(1, 2)
         attended = self.align(queries, m["k"], m["v"], m["mask"]).view(n * c, -1, queries.shape[-1])
-        context = self.context_norm(masked_mean(attended, e["mask"][entity_index].flatten(0, 1))).view(n, c, -1)
+        context = self.context_norm(
+            masked_mean(attended, e["mask"][entity_index].flatten(0, 1))
+        ).view(n, c, -1)
         g2l = (e["c"][entity_index] * context).sum(-1)
         return (g2g + g2l) / 2
 
@@ -84,7 +95,12 @@ class MultiHeadPooling(nn.Module):
     The output is the average of the heads.
     """
 
-    def __init__(self, temperatures: Sequence[float] = (2.0, 2.5, 3.5, 4.5), lam: float = 1.0, use_max: bool = True):
+    def __init__(
+        self,
+        temperatures: Sequence[float] = (2.0, 2.5, 3.5, 4.5),
+        lam: float = 1.0,
+        use_max: bool = True,
+    ):
         super().__init__()
         self.temperatures = tuple(temperatures)
         self.lam = lam
@@ -113,7 +129,15 @@ class CrossModalUnit(nn.Module):
     products of the per-side contexts, so entity contexts can be cached.
     """
 
-    def __init__(self, text_global_width: int, text_token_width: int, image_width: int, hidden_width: int, alignment: AlignmentFactory, csra_lambda: float = 1.0):
+    def __init__(
+        self,
+        text_global_width: int,
+        text_token_width: int,
+        image_width: int,
+        hidden_width: int,
+        alignment: AlignmentFactory,
+        csra_lambda: float = 1.0,
+    ):
         super().__init__()
         self.text_global = nn.Linear(text_global_width, hidden_width)
         self.text_tokens = nn.Linear(text_token_width, hidden_width)
@@ -125,11 +149,20 @@ class CrossModalUnit(nn.Module):
         self.gate = nn.Linear(hidden_width, 1)
         self.norm = nn.LayerNorm(hidden_width)
 
-    def _match(self, p: torch.Tensor, q: torch.Tensor, q_mask: Optional[torch.Tensor]) -> torch.Tensor:
+    def _match(
+        self, p: torch.Tensor, q: torch.Tensor, q_mask: Optional[torch.Tensor]
+    ) -> torch.Tensor:
         attended = self.align(p, self.match_proj(q), q, q_mask)
         return torch.relu(self.match_proj(attended))
 
-    def _direction(self, g: torch.Tensor, other: torch.Tensor, other_mask: Optional[torch.Tensor], own: torch.Tensor, own_mask: Optional[torch.Tensor]) -> torch.Tensor:
+    def _direction(
+        self,
+        g: torch.Tensor,
+        other: torch.Tensor,
+        other_mask: Optional[torch.Tensor],
+        own: torch.Tensor,
+        own_mask: Optional[torch.Tensor],
+    ) -> torch.Tensor:
         """g attends over the other modality's tokens, which attend over this modality's tokens."""
         g_prime = self._match(g.unsqueeze(1), other, other_mask)
         other_prime = self._match(other, own, own_mask)
@@ -139,7 +172,16 @@ class CrossModalUnit(nn.Module):
         mask = torch.cat([torch.ones_like(other_mask[:, :1]), other_mask], dim=1)
         return self.norm(g * torch.tanh(self.gate(g)) + self.pool(sequence, mask))
 
-    def side(self, text_global, text_tokens, text_mask, image_global, image_tokens, use_t2v: bool, use_v2t: bool) -> dict:
+    def side(
+        self,
+        text_global,
+        text_tokens,
+        text_mask,
+        image_global,
+        image_tokens,
+        use_t2v: bool,
+        use_v2t: bool,
+    ) -> dict:
         """Per-item contexts {"t2v": [n, h], "v2t": [n, h]} for the enabled directions."""
         t = self.text_global(text_global)
         tokens = self.text_tokens(text_tokens)

@@ -1,4 +1,5 @@
 """Training objectives: unit-consistent cross-entropy and intra-modal contrastive loss."""
+
 from typing import Optional
 
 import torch
@@ -7,7 +8,9 @@ from torch.nn import functional as F
 from .layers import NEG_INF
 
 
-def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, valid: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
+def masked_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, valid: Optional[torch.Tensor] = None
+) -> Optional[torch.Tensor]:
     """Cross-entropy over the valid columns of each row.
 
     logits (Tensor[B, N]): scores.
@@ -55,8 +58,16 @@ def intra_modal_contrastive(
     e = F.normalize(entities, dim=-1)
     batch, n_entities = m.shape[0], e.shape[0]
     device = m.device
-    m_ok = mention_valid if mention_valid is not None else torch.ones(batch, dtype=torch.bool, device=device)
-    e_ok = entity_valid if entity_valid is not None else torch.ones(n_entities, dtype=torch.bool, device=device)
+    m_ok = (
+        mention_valid
+        if mention_valid is not None
+        else torch.ones(batch, dtype=torch.bool, device=device)
+    )
+    e_ok = (
+        entity_valid
+        if entity_valid is not None
+        else torch.ones(n_entities, dtype=torch.bool, device=device)
+    )
     rows = m_ok & e_ok[labels]
     if int(rows.sum()) == 0:
         return None
@@ -80,7 +91,9 @@ def intra_modal_contrastive(
     em_ok = (eye_b | ~same_entity) & m_ok.unsqueeze(0)
     ee_rows = s_ee[labels]  # [B, N]
     ee_ok = ~eye_n[labels] & e_ok.unsqueeze(0)
-    logits_e = torch.cat([s_em.masked_fill(~em_ok, NEG_INF), ee_rows.masked_fill(~ee_ok, NEG_INF)], dim=1)
+    logits_e = torch.cat(
+        [s_em.masked_fill(~em_ok, NEG_INF), ee_rows.masked_fill(~ee_ok, NEG_INF)], dim=1
+    )
     targets = torch.arange(batch, device=device)
     loss_e = F.cross_entropy(logits_e[rows], targets[rows])
     return (loss_m + loss_e) / 2

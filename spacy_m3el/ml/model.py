@@ -4,6 +4,7 @@ The Thinc model takes a :class:`NetCall` (a task name and its numpy inputs)
 and returns numpy outputs. For the ``"loss"`` task the backward pass starts
 from the loss itself, so ``backprop`` needs no output gradient.
 """
+
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
@@ -36,7 +37,9 @@ def build_m3el_model(net) -> Model:
         serialize_model=serialize_net,
         deserialize_model=deserialize_net,
     )
-    return Model("m3el", _forward, layers=[wrapper], init=_init, attrs={"encoder_name": net.encoder.name})
+    return Model(
+        "m3el", _forward, layers=[wrapper], init=_init, attrs={"encoder_name": net.encoder.name}
+    )
 
 
 def get_net(model: Model):
@@ -128,7 +131,9 @@ def serialize_net(net) -> bytes:
     from safetensors.torch import save
 
     state = {key: value.detach().contiguous().cpu() for key, value in net.state_dict().items()}
-    return srsly.msgpack_dumps({"version": MODEL_FORMAT_VERSION, "encoder": net.encoder.meta(), "state": save(state)})
+    return srsly.msgpack_dumps(
+        {"version": MODEL_FORMAT_VERSION, "encoder": net.encoder.meta(), "state": save(state)}
+    )
 
 
 def deserialize_net(net, data: bytes, device) -> Any:
@@ -141,7 +146,9 @@ def deserialize_net(net, data: bytes, device) -> Any:
     try:
         msg = srsly.msgpack_loads(data)
     except Exception as err:
-        raise ValueError(f"The m3el_linker model data is corrupt and cannot be read: {err}") from err
+        raise ValueError(
+            f"The m3el_linker model data is corrupt and cannot be read: {err}"
+        ) from err
     if not isinstance(msg, dict) or msg.get("version") != MODEL_FORMAT_VERSION:
         raise ValueError(
             "The m3el_linker model data has an unknown format. It was saved by an "
@@ -149,11 +156,15 @@ def deserialize_net(net, data: bytes, device) -> Any:
         )
     missing_keys = [key for key in ("encoder", "state") if key not in msg]
     if missing_keys:
-        raise ValueError(f"The m3el_linker model data is incomplete (no {', '.join(missing_keys)}); re-save the pipeline.")
+        raise ValueError(
+            f"The m3el_linker model data is incomplete (no {', '.join(missing_keys)}); re-save the pipeline."
+        )
     try:
         state = load(msg["state"])
     except Exception as err:
-        raise ValueError(f"The m3el_linker model data is corrupt: the weights cannot be read ({err}).") from err
+        raise ValueError(
+            f"The m3el_linker model data is corrupt: the weights cannot be read ({err})."
+        ) from err
     saved_encoder = net.encoder.snapshot()
     try:
         net.encoder.restore(msg["encoder"])
@@ -162,7 +173,9 @@ def deserialize_net(net, data: bytes, device) -> Any:
         net.encoder.reinstate(saved_encoder)
         if isinstance(err, ValueError):
             raise
-        raise ValueError(f"The m3el_linker model data is corrupt: bad encoder metadata ({type(err).__name__}: {err}).") from err
+        raise ValueError(
+            f"The m3el_linker model data is corrupt: bad encoder metadata ({type(err).__name__}: {err})."
+        ) from err
     net.load_state_dict(state)
     return net.to(device)
 
@@ -186,4 +199,3 @@ def _check_state(net, state: Dict[str, Any]) -> None:
 def _state_mismatch(net, state: Dict[str, Any]):
     expected = set(net.state_dict())
     return sorted(expected - set(state)), sorted(set(state) - expected)
-

@@ -9,6 +9,7 @@ The network is used in three ways, chosen by the ``task`` argument of
   mention (``entity_index`` [n, C]) -> per-unit and overall scores [n, C].
 - ``"loss"``: a training batch -> the M3EL objective.
 """
+
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
@@ -87,10 +88,20 @@ class M3ELNet(nn.Module):
         self.norm_text_tokens = nn.LayerNorm(text_tokens)
         self.norm_image_global = nn.LayerNorm(image_width)
         self.norm_image_tokens = nn.LayerNorm(image_width)
-        self.text_unit = IntraModalUnit(text_global, text_tokens, hidden_width, alignment) if units.text else None
-        self.image_unit = IntraModalUnit(image_width, image_width, hidden_width, alignment) if units.image else None
+        self.text_unit = (
+            IntraModalUnit(text_global, text_tokens, hidden_width, alignment)
+            if units.text
+            else None
+        )
+        self.image_unit = (
+            IntraModalUnit(image_width, image_width, hidden_width, alignment)
+            if units.image
+            else None
+        )
         self.cross_unit = (
-            CrossModalUnit(text_global, text_tokens, image_width, hidden_width, alignment, csra_lambda)
+            CrossModalUnit(
+                text_global, text_tokens, image_width, hidden_width, alignment, csra_lambda
+            )
             if units.t2v or units.v2t
             else None
         )
@@ -123,19 +134,27 @@ class M3ELNet(nn.Module):
             side["retrieval.text"] = text_g
         for prefix, unit, args in (
             ("text", self.text_unit, (text_g, text_t, out.text_mask)),
-            ("image", self.image_unit, (image_g, image_t, torch.ones_like(image_t[..., 0], dtype=torch.bool))),
+            (
+                "image",
+                self.image_unit,
+                (image_g, image_t, torch.ones_like(image_t[..., 0], dtype=torch.bool)),
+            ),
         ):
             if unit is not None:
                 parts = unit.mention_side(*args) if role == "mention" else unit.entity_side(*args)
                 side.update({f"{prefix}.{key}": value for key, value in parts.items()})
         if self.cross_unit is not None:
-            contexts = self.cross_unit.side(text_g, text_t, out.text_mask, image_g, image_t, self.units.t2v, self.units.v2t)
+            contexts = self.cross_unit.side(
+                text_g, text_t, out.text_mask, image_g, image_t, self.units.t2v, self.units.v2t
+            )
             side.update({f"cross.{key}": value for key, value in contexts.items()})
         return side
 
     # Scores ----------------------------------------------------------------
 
-    def score_candidates(self, mentions: Side, entities: Side, entity_index: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def score_candidates(
+        self, mentions: Side, entities: Side, entity_index: torch.Tensor
+    ) -> Dict[str, torch.Tensor]:
         """Scores of each mention i against the entities ``entity_index[i]``.
 
         entity_index (LongTensor[n, C]): rows of ``entities`` to score per mention.
@@ -152,13 +171,17 @@ class M3ELNet(nn.Module):
                 module = self.text_unit if unit == "text" else self.image_unit
                 value = module.score(_sub(mentions, unit), _sub(entities, unit), entity_index)
             else:
-                value = torch.einsum("nh,nch->nc", mentions[f"cross.{unit}"], entities[f"cross.{unit}"][entity_index])
+                value = torch.einsum(
+                    "nh,nch->nc", mentions[f"cross.{unit}"], entities[f"cross.{unit}"][entity_index]
+                )
             ok = both_images if unit in IMAGE_UNITS else torch.ones_like(both_images)
             scores[unit] = value
             scores[f"{unit}.ok"] = ok
             total = total + value * ok
             count = count + ok
-        scores["score"] = torch.where(count > 0, total / count.clamp(min=1), torch.zeros_like(total))
+        scores["score"] = torch.where(
+            count > 0, total / count.clamp(min=1), torch.zeros_like(total)
+        )
         return scores
 
     def score_matrix(self, mentions: Side, entities: Side) -> Dict[str, torch.Tensor]:
@@ -169,7 +192,12 @@ class M3ELNet(nn.Module):
 
     # Training --------------------------------------------------------------
 
-    def loss(self, mention_features: Dict[str, torch.Tensor], entity_features: Dict[str, torch.Tensor], labels: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def loss(
+        self,
+        mention_features: Dict[str, torch.Tensor],
+        entity_features: Dict[str, torch.Tensor],
+        labels: torch.Tensor,
+    ) -> Dict[str, torch.Tensor]:
         """M3EL's objective on a batch of B mentions and N entities.
 
         labels (LongTensor[B]): the column of each mention's gold entity; the
@@ -185,13 +213,18 @@ class M3ELNet(nn.Module):
         if self.units.contrastive:
             parts["contrastive"] = self._contrastive(m_out, e_out, labels)
         used = {key: value for key, value in parts.items() if value is not None}
-        total = sum(value * (self.contrastive.weight if key == "contrastive" else 1.0) for key, value in used.items())
+        total = sum(
+            value * (self.contrastive.weight if key == "contrastive" else 1.0)
+            for key, value in used.items()
+        )
         result = {f"loss.{key}": value.detach() for key, value in used.items()}
         result["loss"] = total
         result["score"] = scores["score"].detach()
         return result
 
-    def _contrastive(self, m_out: EncoderOutput, e_out: EncoderOutput, labels: torch.Tensor) -> Optional[torch.Tensor]:
+    def _contrastive(
+        self, m_out: EncoderOutput, e_out: EncoderOutput, labels: torch.Tensor
+    ) -> Optional[torch.Tensor]:
         settings = dict(
             temperature=self.contrastive.temperature,
             inter_weight=self.contrastive.inter_weight,
@@ -215,4 +248,4 @@ class M3ELNet(nn.Module):
 
 def _sub(side: Side, prefix: str) -> Side:
     start = prefix + "."
-    return {key[len(start):]: value for key, value in side.items() if key.startswith(start)}
+    return {key[len(start) :]: value for key, value in side.items() if key.startswith(start)}

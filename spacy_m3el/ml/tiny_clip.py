@@ -6,6 +6,7 @@ processor files) that loads with ``from_pretrained(path)`` exactly like the
 real checkpoint: a byte-level BPE vocabulary in CLIP's format, with merges
 learned from a small corpus so that words stay whole.
 """
+
 import json
 from pathlib import Path
 from typing import Iterable, List, Optional, Union

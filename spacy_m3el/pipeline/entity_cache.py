@@ -12,6 +12,7 @@ Stage 1 of linking (retrieval) searches the cache's retrieval matrix
 (:mod:`.retrieval`); stage 2 reranks the retrieved candidates with the full
 score, dequantizing only their rows.
 """
+
 from pathlib import Path
 from typing import Collection, Dict, Iterable, List, Optional, Sequence, Union
 
@@ -23,7 +24,13 @@ SideArrays = Dict[str, numpy.ndarray]
 PRECISIONS = ("int8", "float16", "float32")
 # The bi-encoder parts of the score, and their weight in it: the text and image
 # units are (G2G + G2L) / 2, so their global dot products count half.
-RETRIEVAL_PARTS = (("text.g", 0.5), ("retrieval.text", 1.0), ("image.g", 0.5), ("cross.t2v", 1.0), ("cross.v2t", 1.0))
+RETRIEVAL_PARTS = (
+    ("text.g", 0.5),
+    ("retrieval.text", 1.0),
+    ("image.g", 0.5),
+    ("cross.t2v", 1.0),
+    ("cross.v2t", 1.0),
+)
 IMAGE_PARTS = ("image.g", "cross.t2v", "cross.v2t")
 RETRIEVAL_KEYS = frozenset([key for key, _ in RETRIEVAL_PARTS] + ["has_image"])
 RETRIEVAL_CHUNK = 32768  # entities decoded at a time when the retrieval matrix is built
@@ -56,7 +63,9 @@ def concat_stored(parts: Sequence[Dict[str, numpy.ndarray]]) -> Dict[str, numpy.
     """
     if not parts:
         return {}
-    merged = concat_sides([{k: v for k, v in part.items() if not k.endswith(":width")} for part in parts])
+    merged = concat_sides(
+        [{k: v for k, v in part.items() if not k.endswith(":width")} for part in parts]
+    )
     for name in parts[0]:
         if name.endswith(":width"):
             merged[name] = numpy.max([part[name] for part in parts], axis=0)
@@ -108,15 +117,27 @@ def encode_side(side: SideArrays, precision: str) -> Dict[str, numpy.ndarray]:
         elif value.dtype == bool:
             stored[key] = value.astype("uint8")
         elif precision == "int8":
-            stored[f"{key}:int8"], stored[f"{key}:scale"] = quantize_int8(value.astype("float32"), "float16")
+            stored[f"{key}:int8"], stored[f"{key}:scale"] = quantize_int8(
+                value.astype("float32"), "float16"
+            )
         else:
             stored[key] = value.astype(precision)
     return stored
 
 
-def decode_rows(stored: Dict[str, numpy.ndarray], rows: Union[None, slice, Sequence[int]] = None, keys: Optional[Collection[str]] = None) -> SideArrays:
+def decode_rows(
+    stored: Dict[str, numpy.ndarray],
+    rows: Union[None, slice, Sequence[int]] = None,
+    keys: Optional[Collection[str]] = None,
+) -> SideArrays:
     """Float32 side features of some rows (all rows if ``rows`` is None), of ``keys`` only if given."""
-    index = slice(None) if rows is None else rows if isinstance(rows, slice) else numpy.asarray(rows, dtype="int64")
+    index = (
+        slice(None)
+        if rows is None
+        else rows
+        if isinstance(rows, slice)
+        else numpy.asarray(rows, dtype="int64")
+    )
     side: SideArrays = {}
     for name, value in stored.items():
         key, _, part = name.partition(":")
@@ -126,7 +147,9 @@ def decode_rows(stored: Dict[str, numpy.ndarray], rows: Union[None, slice, Seque
             width = int(stored[f"{key}:width"][0])
             side[key] = numpy.arange(width)[None, :] < value[index][:, None]
         elif part == "int8":
-            side[key] = value[index].astype("float32") * stored[f"{key}:scale"][index].astype("float32")
+            side[key] = value[index].astype("float32") * stored[f"{key}:scale"][index].astype(
+                "float32"
+            )
         elif key == "has_image":
             side[key] = value[index].astype(bool)
         else:
@@ -144,22 +167,43 @@ class EntityCache:
     kb_fingerprint (str): fingerprint of the KB they come from.
     """
 
-    def __init__(self, kb_ids: List[str], stored: Dict[str, numpy.ndarray], precision: str, model_fingerprint: str, kb_fingerprint: str):
+    def __init__(
+        self,
+        kb_ids: List[str],
+        stored: Dict[str, numpy.ndarray],
+        precision: str,
+        model_fingerprint: str,
+        kb_fingerprint: str,
+    ):
         self.kb_ids = list(kb_ids)
         self.stored = stored
         self.precision = precision
         self.model_fingerprint = model_fingerprint
         self.kb_fingerprint = kb_fingerprint
         self.rows = {kb_id: i for i, kb_id in enumerate(self.kb_ids)}
-        chunks = (slice(start, start + RETRIEVAL_CHUNK) for start in range(0, len(self.kb_ids), RETRIEVAL_CHUNK))
+        chunks = (
+            slice(start, start + RETRIEVAL_CHUNK)
+            for start in range(0, len(self.kb_ids), RETRIEVAL_CHUNK)
+        )
         # An int8 cache's retrieval matrix is as coarse as its features; a float one's
         # shortlist is rescored with the stored floats (decoding costs ~0.1 ms/mention).
         exact = None if precision == "int8" else self.retrieval_vectors
-        self.retrieval = RetrievalMatrix.from_chunks((self.retrieval_vectors(rows) for rows in chunks), exact=exact)
+        self.retrieval = RetrievalMatrix.from_chunks(
+            (self.retrieval_vectors(rows) for rows in chunks), exact=exact
+        )
 
     @classmethod
-    def from_side(cls, kb_ids: List[str], side: SideArrays, precision: str, model_fingerprint: str, kb_fingerprint: str) -> "EntityCache":
-        return cls(kb_ids, encode_side(side, precision), precision, model_fingerprint, kb_fingerprint)
+    def from_side(
+        cls,
+        kb_ids: List[str],
+        side: SideArrays,
+        precision: str,
+        model_fingerprint: str,
+        kb_fingerprint: str,
+    ) -> "EntityCache":
+        return cls(
+            kb_ids, encode_side(side, precision), precision, model_fingerprint, kb_fingerprint
+        )
 
     def __len__(self) -> int:
         return len(self.kb_ids)
@@ -208,7 +252,9 @@ class EntityCache:
             "kb_fingerprint": self.kb_fingerprint,
         }
         tensors = dict(self.stored)
-        tensors["kb_ids"] = numpy.frombuffer("\n".join(self.kb_ids).encode("utf8"), dtype="uint8").copy()
+        tensors["kb_ids"] = numpy.frombuffer(
+            "\n".join(self.kb_ids).encode("utf8"), dtype="uint8"
+        ).copy()
         save_file(tensors, str(path), metadata=metadata)
 
     @classmethod
@@ -222,7 +268,15 @@ class EntityCache:
                     raise ValueError(f"unknown format {metadata.get('format')!r}")
                 tensors = {key: handle.get_tensor(key) for key in handle.keys()}
         except Exception as err:
-            raise ValueError(f"The entity cache {path} cannot be read ({err}). Delete it; it is rebuilt when needed.") from err
+            raise ValueError(
+                f"The entity cache {path} cannot be read ({err}). Delete it; it is rebuilt when needed."
+            ) from err
         text = tensors.pop("kb_ids").tobytes().decode("utf8")
         kb_ids = text.split("\n") if text else []
-        return cls(kb_ids, tensors, metadata["precision"], metadata["model_fingerprint"], metadata["kb_fingerprint"])
+        return cls(
+            kb_ids,
+            tensors,
+            metadata["precision"],
+            metadata["model_fingerprint"],
+            metadata["kb_fingerprint"],
+        )

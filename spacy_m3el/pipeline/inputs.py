@@ -1,11 +1,20 @@
 """Turning docs, spans and KB entities into the model's text and image inputs."""
+
 import logging
 from collections import Counter, OrderedDict
 from typing import Hashable, List, Optional, Tuple
 
 from spacy.tokens import Doc, Span
 
-from ..images import STATUS_NONE, STATUS_OK, STATUS_UNREADABLE, ImageLoadError, ImageValue, get_image, load_image
+from ..images import (
+    STATUS_NONE,
+    STATUS_OK,
+    STATUS_UNREADABLE,
+    ImageLoadError,
+    ImageValue,
+    get_image,
+    load_image,
+)
 from ..kb import EntityRecord, MultimodalKB
 
 logger = logging.getLogger("spacy_m3el")
@@ -72,7 +81,9 @@ def _decode(value: ImageValue) -> Tuple[object, Optional[str]]:
         return None, str(err)
 
 
-def load_doc_images(docs: List[Doc], attr: str, cache: ImageCache, component: str) -> Tuple[List[object], List[str]]:
+def load_doc_images(
+    docs: List[Doc], attr: str, cache: ImageCache, component: str
+) -> Tuple[List[object], List[str]]:
     """Load each doc's image; unreadable images become None with a status.
 
     Logs one warning per call with counts, not one per doc.

@@ -1,4 +1,5 @@
 """The ``m3el_linker`` component: multimodal entity linking with M3EL."""
+
 import logging
 from dataclasses import dataclass, field
 from itertools import islice
@@ -19,7 +20,14 @@ from thinc.api import Model
 from ..images import STATUS_ATTR, copy_image, install_image_extension
 from ..kb import MultimodalKB
 from ..scoring import CANDIDATES_ATTR
-from .entity_cache import EntityCache, SideArrays, concat_sides, concat_stored, encode_side, retrieval_vectors
+from .entity_cache import (
+    EntityCache,
+    SideArrays,
+    concat_sides,
+    concat_stored,
+    encode_side,
+    retrieval_vectors,
+)
 from .inputs import ImageCache, entity_text, load_doc_images, load_entity_image, mention_text
 
 logger = logging.getLogger("spacy_m3el")
@@ -106,8 +114,15 @@ class M3ELLinker(TrainablePipe):
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise ValueError(Errors.E1043)
         if max_candidates is not None and max_candidates < 1:
-            raise ValueError(f"{name}: max_candidates must be at least 1 (or null for no limit), got {max_candidates}.")
-        minimums = {"top_k": (top_k, 0), "n_hard_negatives": (n_hard_negatives, 0), "max_context_tokens": (max_context_tokens, 1), "entity_batch_size": (entity_batch_size, 1)}
+            raise ValueError(
+                f"{name}: max_candidates must be at least 1 (or null for no limit), got {max_candidates}."
+            )
+        minimums = {
+            "top_k": (top_k, 0),
+            "n_hard_negatives": (n_hard_negatives, 0),
+            "max_context_tokens": (max_context_tokens, 1),
+            "entity_batch_size": (entity_batch_size, 1),
+        }
         for key, (value, minimum) in minimums.items():
             if value < minimum:
                 raise ValueError(f"{name}: {key} must be at least {minimum}, got {value}.")
@@ -125,7 +140,9 @@ class M3ELLinker(TrainablePipe):
         self.max_context_tokens = max_context_tokens
         self.entity_batch_size = entity_batch_size
         if entity_cache_precision not in ("int8", "float16", "float32"):
-            raise ValueError(f"{name}: entity_cache_precision must be int8, float16 or float32, got {entity_cache_precision!r}.")
+            raise ValueError(
+                f"{name}: entity_cache_precision must be int8, float16 or float32, got {entity_cache_precision!r}."
+            )
         self.entity_cache_precision = entity_cache_precision
         self.save_entity_cache = save_entity_cache
         self.ignore_missing_gold = ignore_missing_gold
@@ -197,7 +214,12 @@ class M3ELLinker(TrainablePipe):
     def _check_gold_ids(self, examples: Iterable[Example]) -> None:
         for eg in examples:
             for ent in eg.reference.ents:
-                if ent.kb_id_ and ent.kb_id_ != self.NIL and not self.kb.contains_entity(ent.kb_id_) and not self.ignore_missing_gold:
+                if (
+                    ent.kb_id_
+                    and ent.kb_id_ != self.NIL
+                    and not self.kb.contains_entity(ent.kb_id_)
+                    and not self.ignore_missing_gold
+                ):
                     raise ValueError(self._missing_gold_message(ent, ent.kb_id_))
 
     def _missing_gold_message(self, ent: Span, kb_id: str) -> str:
@@ -224,7 +246,11 @@ class M3ELLinker(TrainablePipe):
         spans: List[Tuple[int, int, Span]] = []  # (doc, position in doc.ents, span)
         for i, doc in enumerate(docs):
             predictions[i].rankings = [None] * len(doc.ents)
-            spans.extend((i, n, ent) for n, ent in enumerate(doc.ents) if ent.label_ not in self.labels_discard)
+            spans.extend(
+                (i, n, ent)
+                for n, ent in enumerate(doc.ents)
+                if ent.label_ not in self.labels_discard
+            )
         if not spans:
             return predictions
         with_mentions = sorted({i for i, _, _ in spans})
@@ -248,7 +274,9 @@ class M3ELLinker(TrainablePipe):
         cache = self.entity_cache
         return self._rerank(mentions, cache, self.candidate_rows(spans, mentions, cache))
 
-    def candidate_rows(self, spans: List[Span], mentions: SideArrays, cache: EntityCache) -> List[List[int]]:
+    def candidate_rows(
+        self, spans: List[Span], mentions: SideArrays, cache: EntityCache
+    ) -> List[List[int]]:
         """Stage 1: the entity cache rows that stage 2 reranks, per span.
 
         spans (List[Span]): The mentions.
@@ -260,27 +288,43 @@ class M3ELLinker(TrainablePipe):
         queries = retrieval_vectors(mentions, query=True)
         nearest = cache.nearest(queries, self.top_k)
         rows_per_span = []
-        for query, aliases, near in zip(queries, self.get_candidates_batch(self.kb, spans), nearest):
+        for query, aliases, near in zip(
+            queries, self.get_candidates_batch(self.kb, spans), nearest
+        ):
             rows = list(dict.fromkeys(cache.rows_of(c.entity_ for c in aliases) + near))
             if self.max_candidates is not None and len(rows) > self.max_candidates:
                 rows = cache.most_similar(query, rows, self.max_candidates)
             rows_per_span.append(rows)
         return rows_per_span
 
-    def _rerank(self, mentions: SideArrays, cache: EntityCache, rows_per_span: List[List[int]]) -> List[Ranking]:
+    def _rerank(
+        self, mentions: SideArrays, cache: EntityCache, rows_per_span: List[List[int]]
+    ) -> List[Ranking]:
         """Stage 2: the full score of each span's candidate rows, as rankings."""
         unique_rows = sorted({row for rows in rows_per_span for row in rows})
         if not unique_rows:
             return [[] for _ in rows_per_span]
         local = {row: j for j, row in enumerate(unique_rows)}
         # One row of candidates per span, padded (with entity 0) to the longest.
-        entity_index = numpy.zeros((len(rows_per_span), max(len(rows) for rows in rows_per_span)), dtype="int64")
+        entity_index = numpy.zeros(
+            (len(rows_per_span), max(len(rows) for rows in rows_per_span)), dtype="int64"
+        )
         for i, rows in enumerate(rows_per_span):
             entity_index[i, : len(rows)] = [local[row] for row in rows]
-        scores = self._call("score", mentions=mentions, entities=cache.side_rows(unique_rows), entity_index=entity_index)["score"]
-        return [_to_ranking([cache.kb_ids[row] for row in rows], scores[i, : len(rows)]) for i, rows in enumerate(rows_per_span)]
+        scores = self._call(
+            "score",
+            mentions=mentions,
+            entities=cache.side_rows(unique_rows),
+            entity_index=entity_index,
+        )["score"]
+        return [
+            _to_ranking([cache.kb_ids[row] for row in rows], scores[i, : len(rows)])
+            for i, rows in enumerate(rows_per_span)
+        ]
 
-    def score_all_entities(self, spans: List[Span], images: List[object], entity_chunk_size: int = 2048) -> numpy.ndarray:
+    def score_all_entities(
+        self, spans: List[Span], images: List[object], entity_chunk_size: int = 2048
+    ) -> numpy.ndarray:
         """Full M3EL scores of each span against every KB entity (the papers' protocol).
 
         Entities are scored in chunks, so memory is bounded by
@@ -298,7 +342,9 @@ class M3ELLinker(TrainablePipe):
             rows = list(range(start, min(start + entity_chunk_size, n_entities)))
             n_rows = len(rows)
             every = numpy.broadcast_to(numpy.arange(n_rows), (n_spans, n_rows))
-            scores[:, start : start + n_rows] = self._call("score", mentions=mentions, entities=cache.side_rows(rows), entity_index=every)["score"]
+            scores[:, start : start + n_rows] = self._call(
+                "score", mentions=mentions, entities=cache.side_rows(rows), entity_index=every
+            )["score"]
         return scores
 
     @property
@@ -317,7 +363,11 @@ class M3ELLinker(TrainablePipe):
             return self._cache
         if self._cache is not None and self._cache_key is None:
             stale = "weights" if self._cache.model_fingerprint != model_fp else "knowledge base"
-            logger.warning("%s: the saved entity cache does not match the current %s; re-encoding the KB.", self.name, stale)
+            logger.warning(
+                "%s: the saved entity cache does not match the current %s; re-encoding the KB.",
+                self.name,
+                stale,
+            )
         self._cache = self.build_entity_cache(model_fp, kb_fp)
         self._cache_key = key
         return self._cache
@@ -332,7 +382,9 @@ class M3ELLinker(TrainablePipe):
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
         return digest.hexdigest()
 
-    def build_entity_cache(self, model_fingerprint: Optional[str] = None, kb_fingerprint: Optional[str] = None) -> EntityCache:
+    def build_entity_cache(
+        self, model_fingerprint: Optional[str] = None, kb_fingerprint: Optional[str] = None
+    ) -> EntityCache:
         """Encode every KB entity (first image of each) with the current weights.
 
         Entities are decoded, encoded and compacted a batch at a time, so memory
@@ -343,12 +395,20 @@ class M3ELLinker(TrainablePipe):
         stored, unreadable = [], 0
         for start in range(0, len(records), self.entity_batch_size):
             batch = records[start : start + self.entity_batch_size]
-            images = [load_entity_image(self.kb, r, self._images) if needs_images else None for r in batch]
-            unreadable += sum(1 for r, image in zip(batch, images) if needs_images and r.images and image is None)
+            images = [
+                load_entity_image(self.kb, r, self._images) if needs_images else None for r in batch
+            ]
+            unreadable += sum(
+                1 for r, image in zip(batch, images) if needs_images and r.images and image is None
+            )
             side = self._encode("entity", [entity_text(r) for r in batch], images)
             stored.append(encode_side(side, self.entity_cache_precision))
         if unreadable:
-            logger.warning("%s: %d entity images could not be read; those entities are encoded from text only.", self.name, unreadable)
+            logger.warning(
+                "%s: %d entity images could not be read; those entities are encoded from text only.",
+                self.name,
+                unreadable,
+            )
         return EntityCache(
             [r.kb_id for r in records],
             concat_stored(stored),
@@ -374,7 +434,9 @@ class M3ELLinker(TrainablePipe):
         parts = []
         size = self.entity_batch_size
         for start in range(0, len(texts), size):
-            features = self.net.encoder.featurize(texts[start : start + size], images[start : start + size])
+            features = self.net.encoder.featurize(
+                texts[start : start + size], images[start : start + size]
+            )
             parts.append(self._call("encode", role=role, features=features))
         return concat_sides(parts)
 
@@ -452,8 +514,14 @@ class M3ELLinker(TrainablePipe):
         if not spans:
             return None
         entity_ids = list(dict.fromkeys(gold_ids))
-        for span, gold, candidates in zip(spans, gold_ids, self.get_candidates_batch(self.kb, spans)):
-            negatives = [c.entity_ for c in sorted(candidates, key=lambda c: -c.prior_prob) if c.entity_ != gold]
+        for span, gold, candidates in zip(
+            spans, gold_ids, self.get_candidates_batch(self.kb, spans)
+        ):
+            negatives = [
+                c.entity_
+                for c in sorted(candidates, key=lambda c: -c.prior_prob)
+                if c.entity_ != gold
+            ]
             entity_ids.extend(negatives[: self.n_hard_negatives])
         entity_ids = list(dict.fromkeys(entity_ids))
         column = {kb_id: i for i, kb_id in enumerate(entity_ids)}
@@ -463,7 +531,9 @@ class M3ELLinker(TrainablePipe):
         entity_images = [self._random_entity_image(r) if needs_images else None for r in records]
         encoder = self.net.encoder
         return {
-            "mention_features": encoder.featurize([mention_text(s, self.max_context_tokens) for s in spans], mention_images),
+            "mention_features": encoder.featurize(
+                [mention_text(s, self.max_context_tokens) for s in spans], mention_images
+            ),
             "entity_features": encoder.featurize([entity_text(r) for r in records], entity_images),
             "labels": numpy.array([column[g] for g in gold_ids], dtype="int64"),
         }
@@ -573,7 +643,11 @@ class M3ELLinker(TrainablePipe):
 
     def _save_cache(self, path: Path) -> None:
         """Write the entity cache if it is up to date (never compute it just to save it)."""
-        current = self._cache is not None and self._cache_key == (self._model_version, id(self.kb), len(self.kb))
+        current = self._cache is not None and self._cache_key == (
+            self._model_version,
+            id(self.kb),
+            len(self.kb),
+        )
         if self.save_entity_cache and current:
             self._cache.to_disk(path)
 
@@ -584,9 +658,15 @@ class M3ELLinker(TrainablePipe):
             try:
                 self._cache = EntityCache.from_disk(path)
             except ValueError as err:
-                logger.warning("%s: ignoring the saved entity cache, it is rebuilt when needed: %s", self.name, err)
+                logger.warning(
+                    "%s: ignoring the saved entity cache, it is rebuilt when needed: %s",
+                    self.name,
+                    err,
+                )
 
-    def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> "M3ELLinker":
+    def from_disk(
+        self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()
+    ) -> "M3ELLinker":
         path = util.ensure_path(path)
         for name in ("cfg", "kb", "model"):
             if name not in exclude and not (path / name).exists():
@@ -610,21 +690,27 @@ class M3ELLinker(TrainablePipe):
         try:
             fill(kb)
         except Exception as err:  # spaCy's KB reader fails in many ways on corrupt files
-            raise ValueError(f"{self.name}: the knowledge base is corrupt and cannot be loaded ({type(err).__name__}: {err}).") from err
+            raise ValueError(
+                f"{self.name}: the knowledge base is corrupt and cannot be loaded ({type(err).__name__}: {err})."
+            ) from err
         self.kb = kb
 
     def _load_cfg(self, read: Callable[[], Dict[str, Any]]) -> None:
         try:
             cfg = read()
         except ValueError as err:
-            raise ValueError(f"{self.name}: the component settings file 'cfg' is corrupt ({err}).") from err
+            raise ValueError(
+                f"{self.name}: the component settings file 'cfg' is corrupt ({err})."
+            ) from err
         self.cfg.update(cfg)
 
     def _load_model(self, load: Callable[[], Any]) -> None:
         try:
             load()
         except Exception as err:
-            raise ValueError(f"{self.name}: the model weights cannot be loaded ({type(err).__name__}: {err}).") from err
+            raise ValueError(
+                f"{self.name}: the model weights cannot be loaded ({type(err).__name__}: {err})."
+            ) from err
         self._model_changed()
 
 

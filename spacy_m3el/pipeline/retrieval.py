@@ -11,6 +11,7 @@ or float32 entity cache) before the top k are returned. On the tiny demo
 model's vectors at 100K entities the result equals the float32 search
 (``bench/approximate_index.py``).
 """
+
 from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 import numpy
@@ -21,7 +22,9 @@ CHUNK_ROWS = 32768
 _int_mm_works: Optional[bool] = None
 
 
-def quantize_int8(array: numpy.ndarray, scale_dtype: str = "float32") -> Tuple[numpy.ndarray, numpy.ndarray]:
+def quantize_int8(
+    array: numpy.ndarray, scale_dtype: str = "float32"
+) -> Tuple[numpy.ndarray, numpy.ndarray]:
     """Symmetric int8 quantization with one scale per vector (along the last axis).
 
     array (numpy.ndarray[..., D]): Float vectors, D > 0.
@@ -46,7 +49,9 @@ def quantize_rows(vectors: numpy.ndarray) -> Tuple[numpy.ndarray, numpy.ndarray]
     if vectors.ndim != 2:
         raise ValueError(f"Expected a 2-dimensional array of vectors, got shape {vectors.shape}.")
     if vectors.size and not numpy.isfinite(vectors).all():
-        raise ValueError("Retrieval vectors contain NaN or infinite values; the encoder output is broken.")
+        raise ValueError(
+            "Retrieval vectors contain NaN or infinite values; the encoder output is broken."
+        )
     if not vectors.shape[1]:
         return numpy.zeros(vectors.shape, "int8"), numpy.ones(len(vectors), "float32")
     values, scales = quantize_int8(vectors)
@@ -80,7 +85,11 @@ def int8_dot(queries, values, out=None):
     # torch 2.13's CPU kernel returns garbage for an inner dimension of 1
     if queries.shape[1] >= 2 and int_mm_works():
         try:
-            return torch._int_mm(queries, values.T) if out is None else torch._int_mm(queries, values.T, out=out)
+            return (
+                torch._int_mm(queries, values.T)
+                if out is None
+                else torch._int_mm(queries, values.T, out=out)
+            )
         except RuntimeError:  # shapes or layouts this kernel refuses
             pass
     return queries.float() @ values.float().T
@@ -95,11 +104,20 @@ class RetrievalMatrix:
         shortlist is rescored with; by default the dequantized rows.
     """
 
-    def __init__(self, values: numpy.ndarray, scales: numpy.ndarray, exact: Optional[Callable[[numpy.ndarray], numpy.ndarray]] = None):
+    def __init__(
+        self,
+        values: numpy.ndarray,
+        scales: numpy.ndarray,
+        exact: Optional[Callable[[numpy.ndarray], numpy.ndarray]] = None,
+    ):
         if values.dtype != numpy.int8 or values.ndim != 2:
-            raise ValueError(f"RetrievalMatrix values must be a 2-dimensional int8 array, got {values.dtype} {values.shape}.")
+            raise ValueError(
+                f"RetrievalMatrix values must be a 2-dimensional int8 array, got {values.dtype} {values.shape}."
+            )
         if scales.shape != (values.shape[0],):
-            raise ValueError(f"RetrievalMatrix needs one scale per row: {scales.shape} scales for {values.shape[0]} rows.")
+            raise ValueError(
+                f"RetrievalMatrix needs one scale per row: {scales.shape} scales for {values.shape[0]} rows."
+            )
         self.values = numpy.ascontiguousarray(values)
         self.scales = numpy.ascontiguousarray(scales, dtype="float32")
         self.exact = exact or self.vectors
@@ -109,12 +127,21 @@ class RetrievalMatrix:
         return cls(*quantize_rows(vectors))
 
     @classmethod
-    def from_chunks(cls, chunks: Iterable[numpy.ndarray], width: int = 0, exact: Optional[Callable[[numpy.ndarray], numpy.ndarray]] = None) -> "RetrievalMatrix":
+    def from_chunks(
+        cls,
+        chunks: Iterable[numpy.ndarray],
+        width: int = 0,
+        exact: Optional[Callable[[numpy.ndarray], numpy.ndarray]] = None,
+    ) -> "RetrievalMatrix":
         """Quantize float vectors chunk by chunk (so the float matrix never exists whole)."""
         parts = [quantize_rows(chunk) for chunk in chunks]
         if not parts:
             return cls(numpy.zeros((0, width), "int8"), numpy.zeros(0, "float32"), exact)
-        return cls(numpy.concatenate([p[0] for p in parts]), numpy.concatenate([p[1] for p in parts]), exact)
+        return cls(
+            numpy.concatenate([p[0] for p in parts]),
+            numpy.concatenate([p[1] for p in parts]),
+            exact,
+        )
 
     def __len__(self) -> int:
         return self.values.shape[0]
@@ -143,12 +170,16 @@ class RetrievalMatrix:
 
         queries = numpy.asarray(queries, dtype="float32")
         if queries.ndim != 2 or queries.shape[1] != self.width:
-            raise ValueError(f"Queries of shape {queries.shape} do not match retrieval vectors of width {self.width}.")
+            raise ValueError(
+                f"Queries of shape {queries.shape} do not match retrieval vectors of width {self.width}."
+            )
         if k <= 0 or len(self) == 0 or len(queries) == 0:
             return [[] for _ in range(len(queries))]
         k = min(k, len(self))
         shortlist = min(len(self), 2 * k + 16)
-        query_values = torch.from_numpy(quantize_rows(queries)[0])  # a query's scale does not change its ranking
+        query_values = torch.from_numpy(
+            quantize_rows(queries)[0]
+        )  # a query's scale does not change its ranking
         values, scales = torch.from_numpy(self.values), torch.from_numpy(self.scales)
         size = len(queries) * min(CHUNK_ROWS, len(self))
         int_buffer, float_buffer = torch.empty(size, dtype=torch.int32), torch.empty(size)
@@ -156,16 +187,24 @@ class RetrievalMatrix:
         for start in range(0, len(self), CHUNK_ROWS):
             stop = min(start + CHUNK_ROWS, len(self))
             shape = (len(queries), stop - start)
-            products = int8_dot(query_values, values[start:stop], out=int_buffer[: shape[0] * shape[1]].view(shape))
-            scores = torch.mul(products, scales[start:stop], out=float_buffer[: shape[0] * shape[1]].view(shape))
+            products = int8_dot(
+                query_values, values[start:stop], out=int_buffer[: shape[0] * shape[1]].view(shape)
+            )
+            scores = torch.mul(
+                products, scales[start:stop], out=float_buffer[: shape[0] * shape[1]].view(shape)
+            )
             top = torch.topk(scores, min(shortlist, stop - start), dim=1)
             top_scores.append(top.values)
             top_rows.append(top.indices + start)
         rows = torch.cat(top_rows, dim=1)
         if len(top_rows) > 1:
-            rows = rows.gather(1, torch.topk(torch.cat(top_scores, dim=1), shortlist, dim=1).indices)
+            rows = rows.gather(
+                1, torch.topk(torch.cat(top_scores, dim=1), shortlist, dim=1).indices
+            )
         candidates = rows.numpy()
-        exact = numpy.einsum("bsd,bd->bs", self.exact(candidates.ravel()).reshape(*candidates.shape, -1), queries)
+        exact = numpy.einsum(
+            "bsd,bd->bs", self.exact(candidates.ravel()).reshape(*candidates.shape, -1), queries
+        )
         order = numpy.argsort(-exact, axis=1, kind="stable")[:, :k]
         return numpy.take_along_axis(candidates, order, axis=1).tolist()
 

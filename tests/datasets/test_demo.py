@@ -1,4 +1,5 @@
 """The synthetic demo dataset: deterministic, MIMIC layout, images needed to disambiguate."""
+
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -29,7 +30,9 @@ def mention_records(root: Path) -> Dict[str, List[dict]]:
 
 
 def all_files(root: Path) -> Dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 def test_same_seed_same_bytes(demo_dir: Path, tmp_path: Path):
@@ -99,8 +102,14 @@ def test_signatures_differ_within_a_name():
 def test_mentions_ambiguous_fraction_and_cues(demo_dir: Path):
     cue_of = {e["id"]: CUES[e["type"]] for e in read(demo_dir / "kb_entity.json")}
     qid2id = read(demo_dir / "qid2id.json")
-    records = [r for rs in mention_records(demo_dir).values() for r in rs if r["answer"].lower() != "nil"]
-    ambiguous = [r for r in records if r["sentence"] in {t.format(name=r["entities"]) for t in AMBIGUOUS_TEMPLATES}]
+    records = [
+        r for rs in mention_records(demo_dir).values() for r in rs if r["answer"].lower() != "nil"
+    ]
+    ambiguous = [
+        r
+        for r in records
+        if r["sentence"] in {t.format(name=r["entities"]) for t in AMBIGUOUS_TEMPLATES}
+    ]
     assert len(ambiguous) / len(records) == pytest.approx(0.6, abs=0.05)
     for record in records:
         has_cue = cue_of[qid2id[record["answer"]]] in record["sentence"]
@@ -132,8 +141,10 @@ def test_mention_images_follow_gold_signature(demo_dir: Path):
         if gold is None or not gold["image_list"] or record["imgPath"] == "":
             continue
         image = mean(demo_dir / "mention_image" / f"{record['id']}.jpg")
-        distances = {e["id"]: numpy.linalg.norm(image - mean(demo_dir / "kb_image" / e["image_list"][0]))
-                     for e in by_name[gold["entity_name"]]}
+        distances = {
+            e["id"]: numpy.linalg.norm(image - mean(demo_dir / "kb_image" / e["image_list"][0]))
+            for e in by_name[gold["entity_name"]]
+        }
         hits += min(distances, key=distances.get) == gold["id"]
         total += 1
     assert total > 50 and hits / total > 0.9

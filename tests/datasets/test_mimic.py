@@ -1,4 +1,5 @@
 """Preparation of MIMIC-format datasets: every quirk of the real files, exact counts."""
+
 import json
 from pathlib import Path
 from typing import Any, Dict, List
@@ -16,30 +17,71 @@ JPEG = b"\xff\xd8\xff\xe0 not really a jpeg but not empty"
 
 KB_RECORDS = [
     # URL-quoted name; one listed image does not exist.
-    {"id": 0, "type": "entity", "entity_name": "Velmora%20River", "attr": "a river",
-     "image_list": ["e0.jpg", "e0_missing.jpg"]},
-    {"id": 1, "type": "entity", "entity_name": "Velmora", "attr": "a player", "image_list": ["e1.jpg"]},
+    {
+        "id": 0,
+        "type": "entity",
+        "entity_name": "Velmora%20River",
+        "attr": "a river",
+        "image_list": ["e0.jpg", "e0_missing.jpg"],
+    },
+    {
+        "id": 1,
+        "type": "entity",
+        "entity_name": "Velmora",
+        "attr": "a player",
+        "image_list": ["e1.jpg"],
+    },
     {"id": 2, "type": "entity", "entity_name": "Kastrel", "attr": "a band", "image_list": []},
     # The only image escapes kb_image/: refused, so the entity has no images.
-    {"id": 3, "type": "entity", "entity_name": "Orvane", "attr": "a city", "image_list": ["../secret.jpg"]},
+    {
+        "id": 3,
+        "type": "entity",
+        "entity_name": "Orvane",
+        "attr": "a city",
+        "image_list": ["../secret.jpg"],
+    },
     # Its own qid field wins over qid2id and duplicates entity 1.
-    {"id": 4, "type": "entity", "entity_name": "Velmora", "attr": "dup", "image_list": [], "qid": "Q1"},
+    {
+        "id": 4,
+        "type": "entity",
+        "entity_name": "Velmora",
+        "attr": "dup",
+        "image_list": [],
+        "qid": "Q1",
+    },
     # id 5 is not in qid2id.
     {"id": 5, "type": "entity", "entity_name": "Nobody", "attr": "no qid", "image_list": []},
     # A qid field absent from qid2id; the image is in a subfolder of kb_image/.
-    {"id": 6, "type": "entity", "entity_name": "Talwick", "attr": "a ship", "image_list": ["sub/e6.jpg"],
-     "qid": "Q60"},
+    {
+        "id": 6,
+        "type": "entity",
+        "entity_name": "Talwick",
+        "attr": "a ship",
+        "image_list": ["sub/e6.jpg"],
+        "qid": "Q60",
+    },
 ]
 QID2ID = {"Q0": 0, "Q1": 1, "Q2": 2, "Q3": 3, "Q4": 4}
 
 
-def mention(mentions: str, sentence: str, answer: str, img_path: str = "", **extra: Any) -> Dict[str, Any]:
-    return {"id": len(sentence), "mentions": mentions, "sentence": sentence, "imgPath": img_path,
-            "answer": answer, "entities": "", **extra}
+def mention(
+    mentions: str, sentence: str, answer: str, img_path: str = "", **extra: Any
+) -> Dict[str, Any]:
+    return {
+        "id": len(sentence),
+        "mentions": mentions,
+        "sentence": sentence,
+        "imgPath": img_path,
+        "answer": answer,
+        "entities": "",
+        **extra,
+    }
 
 
 TRAIN = [
-    mention("Velmora%20River", "We sailed down the Velmora River.", "Q0", "imgs/m1.png"),  # dir + .png
+    mention(
+        "Velmora%20River", "We sailed down the Velmora River.", "Q0", "imgs/m1.png"
+    ),  # dir + .png
     mention("velmora", "Velmora was in the news.", "Q1", "m2.jpg"),  # case-insensitive match
     mention("Kastrel Hawks", "Nothing here.", "Q2", ""),  # not in sentence, empty imgPath
     mention("Velmora", "Velmora", "nil", "m1.jpg"),
@@ -64,8 +106,14 @@ def write_json(path: Path, data: Any, indent: Any = None) -> None:
     path.write_text(json.dumps(data, indent=indent), encoding="utf8")
 
 
-def write_dataset(root: Path, prefix: str, splits: Dict[str, List[dict]], kb_records: List[dict],
-                  qid2id: Dict[str, int], mention_dir: str = "mention_images") -> Path:
+def write_dataset(
+    root: Path,
+    prefix: str,
+    splits: Dict[str, List[dict]],
+    kb_records: List[dict],
+    qid2id: Dict[str, int],
+    mention_dir: str = "mention_images",
+) -> Path:
     for split, records in splits.items():
         write_json(root / f"{prefix}_{split}.json", records, indent=1)
     write_json(root / "kb_entity.json", kb_records, indent=1)
@@ -82,8 +130,13 @@ def write_dataset(root: Path, prefix: str, splits: Dict[str, List[dict]], kb_rec
 
 @pytest.fixture
 def dataset_dir(tmp_path: Path) -> Path:
-    return write_dataset(tmp_path / "WikiMEL", "WIKIMEL", {"train": TRAIN, "dev": DEV, "test": TEST},
-                         KB_RECORDS, QID2ID)
+    return write_dataset(
+        tmp_path / "WikiMEL",
+        "WIKIMEL",
+        {"train": TRAIN, "dev": DEV, "test": TEST},
+        KB_RECORDS,
+        QID2ID,
+    )
 
 
 @pytest.fixture
@@ -108,7 +161,12 @@ def test_split_counts(prepared):
     counts = {split: report.splits[split] for split in ("train", "dev", "test")}
     train = counts["train"]
     assert (train.records, train.kept, train.nil, train.gold_missing_from_kb) == (9, 6, 2, 1)
-    assert (train.image_found, train.image_missing, train.image_empty_path, train.unsafe_image_path) == (3, 1, 1, 1)
+    assert (
+        train.image_found,
+        train.image_missing,
+        train.image_empty_path,
+        train.unsafe_image_path,
+    ) == (3, 1, 1, 1)
     assert (train.mention_not_in_sentence, train.mention_token_split) == (1, 1)
     assert train.gold_missing_examples == ["Q999"]
     dev = counts["dev"]
@@ -117,9 +175,16 @@ def test_split_counts(prepared):
     test = counts["test"]
     assert (test.records, test.kept, test.empty_mention, test.unsafe_image_path) == (2, 1, 1, 1)
     for split in counts.values():
-        skipped = split.nil + split.gold_missing_from_kb + split.empty_mention + split.skipped_by_limit
+        skipped = (
+            split.nil + split.gold_missing_from_kb + split.empty_mention + split.skipped_by_limit
+        )
         assert split.kept + skipped == split.records
-        images = split.image_found + split.image_missing + split.image_empty_path + split.unsafe_image_path
+        images = (
+            split.image_found
+            + split.image_missing
+            + split.image_empty_path
+            + split.unsafe_image_path
+        )
         assert images == split.kept
 
 
@@ -127,7 +192,12 @@ def test_kb_counts_and_folders(prepared):
     report = prepared[0]
     kb = report.kb
     assert (kb.records, kb.entities, kb.entities_without_images, kb.images) == (7, 5, 2, 3)
-    assert (kb.kb_images_missing, kb.kb_unsafe_image_paths, kb.duplicate_qids, kb.no_qid) == (1, 1, 1, 1)
+    assert (kb.kb_images_missing, kb.kb_unsafe_image_paths, kb.duplicate_qids, kb.no_qid) == (
+        1,
+        1,
+        1,
+        1,
+    )
     assert kb.text_field == "attr"
     assert kb.aliases == 12
     assert report.mention_image_folder == "mention_images"
@@ -161,7 +231,12 @@ def test_train_docs(prepared, dataset_dir: Path):
     assert [t.text for t in docs[5]][:2] == ["Orvane", "se"]
     images = dataset_dir.absolute() / "mention_images"
     assert [doc._.image for doc in docs] == [
-        str(images / "m1.jpg"), str(images / "m2.jpg"), None, None, str(images / "m5.png"), None,
+        str(images / "m1.jpg"),
+        str(images / "m2.jpg"),
+        None,
+        None,
+        str(images / "m5.png"),
+        None,
     ]
 
 
@@ -169,7 +244,9 @@ def test_dev_and_test_docs(prepared):
     dev = read_docs(prepared[1] / "dev.spacy")
     assert [(d.ents[0].text, d.ents[0].kb_id_) for d in dev] == [("Velmora Falls", "Q0")]
     test = read_docs(prepared[1] / "test.spacy")
-    assert [(d.ents[0].text, d.ents[0].kb_id_, d._.image) for d in test] == [("The Kastrel", "Q2", None)]
+    assert [(d.ents[0].text, d.ents[0].kb_id_, d._.image) for d in test] == [
+        ("The Kastrel", "Q2", None)
+    ]
 
 
 def test_kb_round_trip(prepared, dataset_dir: Path):
@@ -177,7 +254,11 @@ def test_kb_round_trip(prepared, dataset_dir: Path):
     assert kb.entity_ids == ["Q0", "Q1", "Q2", "Q3", "Q60"]
     kb_images = dataset_dir.absolute() / "kb_image"
     q0 = kb.get_record("Q0")
-    assert (q0.name, q0.description, q0.images) == ("Velmora River", "a river", (str(kb_images / "e0.jpg"),))
+    assert (q0.name, q0.description, q0.images) == (
+        "Velmora River",
+        "a river",
+        (str(kb_images / "e0.jpg"),),
+    )
     assert kb.get_record("Q1").description == "a player"
     assert kb.get_record("Q3").images == ()
     assert kb.get_record("Q60").images == (str(kb_images / "sub" / "e6.jpg"),)
@@ -213,8 +294,14 @@ def test_limit_is_counted(dataset_dir: Path, tmp_path: Path):
 def test_desc_field_record_type_and_mention_image_folder(tmp_path: Path):
     records = [dict(r, desc=f"desc of {r['entity_name']}") for r in KB_RECORDS]
     train = [mention("Kastrel", "Kastrel played.", "Q2", "m1.jpg", type="ORG")]
-    root = write_dataset(tmp_path / "ds", "RichpediaMEL", {"train": train, "dev": [], "test": []},
-                         records, QID2ID, mention_dir="mention_image")
+    root = write_dataset(
+        tmp_path / "ds",
+        "RichpediaMEL",
+        {"train": train, "dev": [], "test": []},
+        records,
+        QID2ID,
+        mention_dir="mention_image",
+    )
     write_json(root / "qid2id.json", QID2ID, indent=2)  # multi-line JSON is accepted too
     report = prepare_dataset("richpediamel", root, tmp_path / "out", tmp_path / "kb")
     assert report.kb.text_field == "desc"
@@ -232,16 +319,21 @@ def test_malformed_json_names_file_and_position(dataset_dir: Path, tmp_path: Pat
 
 
 def test_wrong_record_type_names_file(dataset_dir: Path, tmp_path: Path):
-    write_json(dataset_dir / "WIKIMEL_test.json", [{"mentions": 3, "sentence": "x", "answer": "Q1"}])
+    write_json(
+        dataset_dir / "WIKIMEL_test.json", [{"mentions": 3, "sentence": "x", "answer": "Q1"}]
+    )
     with pytest.raises(DatasetError, match=r"WIKIMEL_test\.json: record 0 has 'mentions'"):
         prepare_dataset("wikimel", dataset_dir, tmp_path / "out", tmp_path / "kb")
 
 
-@pytest.mark.parametrize("prefixes,expected", [
-    (["wiki_diverse"], "wiki_diverse_train.json"),
-    (["wiki_diverse", "WikiDiverse"], "WikiDiverse_train.json"),
-    ([], None),
-])
+@pytest.mark.parametrize(
+    "prefixes,expected",
+    [
+        (["wiki_diverse"], "wiki_diverse_train.json"),
+        (["wiki_diverse", "WikiDiverse"], "WikiDiverse_train.json"),
+        ([], None),
+    ],
+)
 def test_wikidiverse_file_variants(tmp_path: Path, prefixes: List[str], expected: str):
     root = tmp_path / "wd"
     for prefix in prefixes:
@@ -265,11 +357,20 @@ def test_user_errors(tmp_path: Path, dataset_dir: Path):
         prepare_dataset("wikimel", dataset_dir, tmp_path / "out", tmp_path / "kb")
 
 
-@pytest.mark.parametrize("name,unsafe", [
-    ("x.jpg", False), ("sub/x.jpg", False), ("../x.jpg", True), ("a/../../x.jpg", True),
-    ("/etc/passwd", True), ("..\\x.jpg", True), ("C:\\x.jpg", True), ("\\\\host\\x.jpg", True),
-    ("x\0.jpg", True),
-])
+@pytest.mark.parametrize(
+    "name,unsafe",
+    [
+        ("x.jpg", False),
+        ("sub/x.jpg", False),
+        ("../x.jpg", True),
+        ("a/../../x.jpg", True),
+        ("/etc/passwd", True),
+        ("..\\x.jpg", True),
+        ("C:\\x.jpg", True),
+        ("\\\\host\\x.jpg", True),
+        ("x\0.jpg", True),
+    ],
+)
 def test_is_unsafe_name(name: str, unsafe: bool):
     assert is_unsafe_name(name) is unsafe
 

@@ -1,4 +1,5 @@
 """Fixtures for the model-level tests."""
+
 import pytest
 import torch
 

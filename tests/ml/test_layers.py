@@ -4,13 +4,20 @@ Each unit is checked against a plain per-item re-computation that only ever
 sees the real (unmasked) positions, so any leak of padding shows up as a
 numeric difference.
 """
+
 import math
 
 import pytest
 import torch
 from torch.nn import functional as F
 
-from spacy_m3el.ml.layers import AttentionAlignment, CrossModalUnit, IntraModalUnit, MultiHeadPooling, masked_mean
+from spacy_m3el.ml.layers import (
+    AttentionAlignment,
+    CrossModalUnit,
+    IntraModalUnit,
+    MultiHeadPooling,
+    masked_mean,
+)
 
 H = 8
 
@@ -76,14 +83,17 @@ def test_attention_gives_masked_keys_zero_weight():
     attention = AttentionAlignment(H)
     q, k, v = torch.randn(4, 3, H), torch.randn(4, 6, H), torch.randn(4, 6, H)
     mask = torch.tensor(
-        [[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0], [0, 1, 0, 1, 0, 1]], dtype=torch.bool
+        [[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0], [0, 1, 0, 1, 0, 1]],
+        dtype=torch.bool,
     )
     out = attention(q, k, v, mask)
     assert out.shape == (4, 3, H)
     # Same result as attending over the real keys only.
     for row in range(4):
         real = mask[row]
-        torch.testing.assert_close(out[row], attention(q[row : row + 1], k[row : row + 1, real], v[row : row + 1, real])[0])
+        torch.testing.assert_close(
+            out[row], attention(q[row : row + 1], k[row : row + 1, real], v[row : row + 1, real])[0]
+        )
     # Changing the masked keys and values (even to huge values) changes nothing.
     k2, v2 = k.clone(), v.clone()
     k2[~mask] = torch.randn(int((~mask).sum()), H) * 1e3
@@ -111,14 +121,22 @@ def test_attention_all_masked_row_gives_zeros_and_finite_gradients():
 
 
 def make_intra(global_width=6, token_width=5):
-    return IntraModalUnit(global_width=global_width, token_width=token_width, hidden_width=H, alignment=alignment).eval()
+    return IntraModalUnit(
+        global_width=global_width, token_width=token_width, hidden_width=H, alignment=alignment
+    ).eval()
 
 
 def intra_pair_by_hand(unit, m_g, m_t, e_g, e_t):
     """(G2G + G2L) / 2 for one pair, from real tokens only."""
     q, k, v = unit.query(e_t), unit.key(m_t), unit.value(m_t)
     weights = torch.softmax(q @ k.T / math.sqrt(H), dim=-1)
-    context = F.layer_norm((weights @ v).mean(0), (H,), unit.context_norm.weight, unit.context_norm.bias, unit.context_norm.eps)
+    context = F.layer_norm(
+        (weights @ v).mean(0),
+        (H,),
+        unit.context_norm.weight,
+        unit.context_norm.bias,
+        unit.context_norm.eps,
+    )
     g2l = unit.global_proj(e_g) @ context
     return (m_g @ e_g + g2l) / 2
 
@@ -130,12 +148,20 @@ def test_intra_modal_unit_shapes_and_scores_by_hand():
     m_side, e_side = unit.mention_side(m_g, m_t, m_mask), unit.entity_side(e_g, e_t, e_mask)
     assert m_side["k"].shape == m_side["v"].shape == (3, 7, H)
     assert e_side["q"].shape == (4, 9, H) and e_side["c"].shape == (4, H)
-    entity_index = torch.tensor([[3, 0], [1, 2], [3, 3]])  # two candidates per mention, one repeated
+    entity_index = torch.tensor(
+        [[3, 0], [1, 2], [3, 3]]
+    )  # two candidates per mention, one repeated
     with torch.no_grad():
         scores = unit.score(m_side, e_side, entity_index)
         assert scores.shape == (3, 2)
         expected = torch.tensor(
-            [[intra_pair_by_hand(unit, m_g[i], m_t[i, m_mask[i]], e_g[j], e_t[j, e_mask[j]]) for j in row] for i, row in enumerate(entity_index.tolist())]
+            [
+                [
+                    intra_pair_by_hand(unit, m_g[i], m_t[i, m_mask[i]], e_g[j], e_t[j, e_mask[j]])
+                    for j in row
+                ]
+                for i, row in enumerate(entity_index.tolist())
+            ]
         )
     torch.testing.assert_close(scores, expected, atol=1e-5, rtol=1e-5)
 
@@ -146,7 +172,9 @@ def test_intra_modal_unit_is_invariant_to_extra_padding():
     e_g, e_t, e_mask = torch.randn(2, 6), torch.randn(2, 5, 5), random_mask(2, 5)
     ei = torch.tensor([[0, 1], [0, 1], [1, 0]])
     with torch.no_grad():
-        base = unit.score(unit.mention_side(m_g, m_t, m_mask), unit.entity_side(e_g, e_t, e_mask), ei)
+        base = unit.score(
+            unit.mention_side(m_g, m_t, m_mask), unit.entity_side(e_g, e_t, e_mask), ei
+        )
         # Padding with random content on the mention side, on the entity side, and on both.
         m_padded = unit.mention_side(m_g, pad_right(m_t, 3), pad_right(m_mask, 3))
         e_padded = unit.entity_side(e_g, pad_right(e_t, 4), pad_right(e_mask, 4))
@@ -157,7 +185,12 @@ def test_intra_modal_unit_is_invariant_to_extra_padding():
         # The content of already-masked positions does not matter either.
         m_t2 = m_t.clone()
         m_t2[~m_mask] = 1e3
-        torch.testing.assert_close(unit.score(unit.mention_side(m_g, m_t2, m_mask), e_plain, ei), base, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            unit.score(unit.mention_side(m_g, m_t2, m_mask), e_plain, ei),
+            base,
+            atol=1e-5,
+            rtol=1e-5,
+        )
 
 
 def test_intra_modal_unit_reads_the_real_tokens():
@@ -166,8 +199,14 @@ def test_intra_modal_unit_reads_the_real_tokens():
     e_g, e_t, e_mask = torch.randn(2, 6), torch.randn(2, 5, 5), torch.ones(2, 5, dtype=torch.bool)
     ei = torch.tensor([[1], [0]])
     with torch.no_grad():
-        base = unit.score(unit.mention_side(m_g, m_t, m_mask), unit.entity_side(e_g, e_t, e_mask), ei)
-        changed = unit.score(unit.mention_side(m_g, m_t + torch.randn_like(m_t), m_mask), unit.entity_side(e_g, e_t, e_mask), ei)
+        base = unit.score(
+            unit.mention_side(m_g, m_t, m_mask), unit.entity_side(e_g, e_t, e_mask), ei
+        )
+        changed = unit.score(
+            unit.mention_side(m_g, m_t + torch.randn_like(m_t), m_mask),
+            unit.entity_side(e_g, e_t, e_mask),
+            ei,
+        )
     assert not torch.allclose(changed, base)
 
 
@@ -250,7 +289,9 @@ def test_cross_modal_both_directions_read_the_patches():
     unit = make_cross()
     inputs = cross_inputs()
     base = cross_side(unit, inputs)
-    new_patches = dict(inputs, image_tokens=inputs["image_tokens"] + torch.randn_like(inputs["image_tokens"]))
+    new_patches = dict(
+        inputs, image_tokens=inputs["image_tokens"] + torch.randn_like(inputs["image_tokens"])
+    )
     out = cross_side(unit, new_patches)
     assert changed(out["t2v"], base["t2v"]) == [True] * 3
     assert changed(out["v2t"], base["v2t"]) == [True] * 3  # with the image global vector held fixed
@@ -279,7 +320,11 @@ def test_cross_modal_unit_ignores_masked_text_tokens():
     out = cross_side(unit, dict(inputs, text_tokens=tokens))
     for direction in ("t2v", "v2t"):
         torch.testing.assert_close(out[direction], base[direction], atol=1e-5, rtol=1e-5)
-    padded = dict(inputs, text_tokens=pad_right(inputs["text_tokens"], 4), text_mask=pad_right(inputs["text_mask"], 4))
+    padded = dict(
+        inputs,
+        text_tokens=pad_right(inputs["text_tokens"], 4),
+        text_mask=pad_right(inputs["text_mask"], 4),
+    )
     out = cross_side(unit, padded)
     for direction in ("t2v", "v2t"):
         torch.testing.assert_close(out[direction], base[direction], atol=1e-5, rtol=1e-5)
@@ -297,11 +342,17 @@ def test_cross_modal_unit_items_are_independent():
 
 def test_cross_modal_unit_gradients_reach_all_inputs():
     unit = make_cross().train()
-    inputs = {key: value.requires_grad_(True) if value.dtype != torch.bool else value for key, value in cross_inputs().items()}
+    inputs = {
+        key: value.requires_grad_(True) if value.dtype != torch.bool else value
+        for key, value in cross_inputs().items()
+    }
     out = unit.side(**inputs, use_t2v=True, use_v2t=True)
     (out["t2v"].pow(2).sum() + out["v2t"].pow(2).sum()).backward()
     for key in ("text_global", "text_tokens", "image_global", "image_tokens"):
         grad = inputs[key].grad
         assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, key
     # Padded text tokens get no gradient.
-    assert torch.equal(inputs["text_tokens"].grad[~inputs["text_mask"]], torch.zeros(int((~inputs["text_mask"]).sum()), TEXT_T))
+    assert torch.equal(
+        inputs["text_tokens"].grad[~inputs["text_mask"]],
+        torch.zeros(int((~inputs["text_mask"]).sum()), TEXT_T),
+    )

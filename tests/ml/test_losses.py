@@ -1,4 +1,5 @@
 """The training objectives of spacy_m3el.ml.losses, against plain loop implementations."""
+
 import math
 
 import pytest
@@ -35,7 +36,9 @@ def test_masked_cross_entropy_equals_cross_entropy_when_all_valid():
     logits, labels = torch.randn(5, 7), torch.tensor([0, 3, 6, 2, 3])
     expected = F.cross_entropy(logits, labels)
     torch.testing.assert_close(masked_cross_entropy(logits, labels), expected)
-    torch.testing.assert_close(masked_cross_entropy(logits, labels, torch.ones(5, 7, dtype=torch.bool)), expected)
+    torch.testing.assert_close(
+        masked_cross_entropy(logits, labels, torch.ones(5, 7, dtype=torch.bool)), expected
+    )
 
 
 def test_masked_cross_entropy_ignores_invalid_columns():
@@ -54,14 +57,18 @@ def test_masked_cross_entropy_skips_rows_whose_gold_is_invalid():
     logits, labels = torch.randn(4, 5), torch.tensor([0, 3, 2, 4])
     valid = torch.ones(4, 5, dtype=torch.bool)
     valid[1, 3] = False  # row 1's gold is unusable
-    valid[2] = torch.tensor([False, False, True, False, False])  # row 2: only its gold, nothing to contrast
+    valid[2] = torch.tensor(
+        [False, False, True, False, False]
+    )  # row 2: only its gold, nothing to contrast
     loss = masked_cross_entropy(logits, labels, valid)
     torch.testing.assert_close(loss, F.cross_entropy(logits[[0, 3]], labels[[0, 3]]))
     assert loss == pytest.approx(masked_ce_by_loop(logits, labels, valid), rel=1e-5)
     # A skipped row gets no gradient.
     logits.requires_grad_(True)
     masked_cross_entropy(logits, labels, valid).backward()
-    assert torch.equal(logits.grad[1], torch.zeros(5)) and torch.equal(logits.grad[2], torch.zeros(5))
+    assert torch.equal(logits.grad[1], torch.zeros(5)) and torch.equal(
+        logits.grad[2], torch.zeros(5)
+    )
     assert torch.equal(logits.grad[~valid], torch.zeros(int((~valid).sum())))
 
 
@@ -129,9 +136,13 @@ def contrastive_by_loop(m, e, labels, tau, alpha, beta, m_ok=None, e_ok=None):
 def test_contrastive_matches_the_loop(labels, n_entities, tau, alpha, beta):
     m, e = torch.randn(len(labels), 8), torch.randn(n_entities, 8)
     labels = torch.tensor(labels)
-    loss = intra_modal_contrastive(m, e, labels, temperature=tau, inter_weight=alpha, intra_weight=beta)
+    loss = intra_modal_contrastive(
+        m, e, labels, temperature=tau, inter_weight=alpha, intra_weight=beta
+    )
     assert loss.shape == ()
-    assert float(loss) == pytest.approx(contrastive_by_loop(m, e, labels, tau, alpha, beta), rel=1e-4)
+    assert float(loss) == pytest.approx(
+        contrastive_by_loop(m, e, labels, tau, alpha, beta), rel=1e-4
+    )
 
 
 def test_contrastive_matches_the_loop_with_invalid_items():
@@ -139,8 +150,12 @@ def test_contrastive_matches_the_loop_with_invalid_items():
     labels = torch.tensor([0, 1, 1, 3, 4, 2])
     m_ok = torch.tensor([True, True, False, True, True, True])
     e_ok = torch.tensor([True, True, True, True, False])  # mention 4's gold has no image
-    loss = intra_modal_contrastive(m, e, labels, temperature=0.1, mention_valid=m_ok, entity_valid=e_ok)
-    assert float(loss) == pytest.approx(contrastive_by_loop(m, e, labels, 0.1, 1.0, 0.8, m_ok, e_ok), rel=1e-4)
+    loss = intra_modal_contrastive(
+        m, e, labels, temperature=0.1, mention_valid=m_ok, entity_valid=e_ok
+    )
+    assert float(loss) == pytest.approx(
+        contrastive_by_loop(m, e, labels, 0.1, 1.0, 0.8, m_ok, e_ok), rel=1e-4
+    )
 
 
 def test_contrastive_excludes_invalid_mentions_entirely():
@@ -152,7 +167,9 @@ def test_contrastive_excludes_invalid_mentions_entirely():
     torch.testing.assert_close(with_invalid, intra_modal_contrastive(m[m_ok], e, labels[m_ok]))
     moved = m.clone()
     moved[1] = torch.randn(8) * 10
-    torch.testing.assert_close(intra_modal_contrastive(moved, e, labels, mention_valid=m_ok), with_invalid)
+    torch.testing.assert_close(
+        intra_modal_contrastive(moved, e, labels, mention_valid=m_ok), with_invalid
+    )
 
 
 def test_contrastive_excludes_invalid_entities_as_negatives():
@@ -165,8 +182,13 @@ def test_contrastive_excludes_invalid_entities_as_negatives():
 
 def test_contrastive_is_none_without_valid_rows():
     m, e, labels = torch.randn(3, 8), torch.randn(3, 8), torch.tensor([0, 1, 2])
-    assert intra_modal_contrastive(m, e, labels, mention_valid=torch.zeros(3, dtype=torch.bool)) is None
-    assert intra_modal_contrastive(m, e, labels, entity_valid=torch.zeros(3, dtype=torch.bool)) is None
+    assert (
+        intra_modal_contrastive(m, e, labels, mention_valid=torch.zeros(3, dtype=torch.bool))
+        is None
+    )
+    assert (
+        intra_modal_contrastive(m, e, labels, entity_valid=torch.zeros(3, dtype=torch.bool)) is None
+    )
     # Valid mentions only where the gold entity is invalid, and vice versa.
     m_ok = torch.tensor([True, False, False])
     e_ok = torch.tensor([False, True, True])
@@ -189,7 +211,13 @@ def test_duplicate_gold_entities_are_not_negatives():
     """
     d = 8
     basis = torch.eye(d)
-    e = torch.stack([unit(basis[0] + 0.5 * basis[1]), unit(basis[1] + 0.3 * basis[2]), unit(basis[2] - basis[3])])
+    e = torch.stack(
+        [
+            unit(basis[0] + 0.5 * basis[1]),
+            unit(basis[1] + 0.3 * basis[2]),
+            unit(basis[2] - basis[3]),
+        ]
+    )
     shared = 0.6 * basis[0] + 0.2 * basis[2]
     m0 = shared + basis[4]
     m2 = 0.7 * basis[1] + 0.1 * basis[3]  # mention of entity 1
@@ -212,7 +240,9 @@ def test_duplicate_gold_entities_are_not_negatives():
 def test_contrastive_gradient_is_finite_and_reaches_both_sides():
     m = torch.randn(4, 8, requires_grad=True)
     e = torch.randn(5, 8, requires_grad=True)
-    loss = intra_modal_contrastive(m, e, torch.tensor([0, 1, 1, 3]), mention_valid=torch.tensor([True, True, True, False]))
+    loss = intra_modal_contrastive(
+        m, e, torch.tensor([0, 1, 1, 3]), mention_valid=torch.tensor([True, True, True, False])
+    )
     loss.backward()
     assert torch.isfinite(m.grad).all() and torch.isfinite(e.grad).all()
     assert torch.equal(m.grad[3], torch.zeros(8))  # the invalid mention

@@ -7,17 +7,29 @@ import torch
 from PIL import Image
 
 from spacy_m3el.ml.model import NetCall, get_net, rehome_parameters
-from spacy_m3el.registrations import build_attention_alignment_v1, build_clip_encoder_v1, build_m3el_v1
+from spacy_m3el.registrations import (
+    build_attention_alignment_v1,
+    build_clip_encoder_v1,
+    build_m3el_v1,
+)
 
 from ..util import TINY as WIDTHS
-TEXTS = ["player [SEP] scored points last night", "river [SEP] flows through the north", "band [SEP] album", "city [SEP] a capital"]
+
+TEXTS = [
+    "player [SEP] scored points last night",
+    "river [SEP] flows through the north",
+    "band [SEP] album",
+    "city [SEP] a capital",
+]
 
 
 def build(name, *, seed=0, widths=WIDTHS, **overrides):
     torch.manual_seed(seed)
     settings = dict(hidden_width=16, image_width=16)
     settings.update(overrides)
-    return build_m3el_v1(build_clip_encoder_v1(name=name, **widths), build_attention_alignment_v1(), **settings)
+    return build_m3el_v1(
+        build_clip_encoder_v1(name=name, **widths), build_attention_alignment_v1(), **settings
+    )
 
 
 def initialized(name, **kwargs):
@@ -29,12 +41,16 @@ def initialized(name, **kwargs):
 def image(i):
     colors = [(220, 30, 30), (30, 30, 220), (30, 200, 30), (220, 200, 30)]
     rng = numpy.random.default_rng(i)
-    array = numpy.full((40, 40, 3), colors[i % 4], dtype=numpy.int16) + rng.integers(-20, 21, (40, 40, 3))
+    array = numpy.full((40, 40, 3), colors[i % 4], dtype=numpy.int16) + rng.integers(
+        -20, 21, (40, 40, 3)
+    )
     return Image.fromarray(array.clip(0, 255).astype(numpy.uint8))
 
 
 def features(model, texts, with_images):
-    return get_net(model).encoder.featurize(texts, [image(i) if keep else None for i, keep in enumerate(with_images)])
+    return get_net(model).encoder.featurize(
+        texts, [image(i) if keep else None for i, keep in enumerate(with_images)]
+    )
 
 
 def loss_batch(model):
@@ -50,7 +66,9 @@ def predictions(model, mention_features, entity_features):
     mentions = model.predict(NetCall("encode", {"role": "mention", "features": mention_features}))
     entities = model.predict(NetCall("encode", {"role": "entity", "features": entity_features}))
     entity_index = numpy.array([[3, 0], [0, 1], [1, 2]])
-    scores = model.predict(NetCall("score", {"mentions": mentions, "entities": entities, "entity_index": entity_index}))
+    scores = model.predict(
+        NetCall("score", {"mentions": mentions, "entities": entities, "entity_index": entity_index})
+    )
     return {"mention": mentions, "entity": entities, "score": scores}
 
 
@@ -95,7 +113,11 @@ def test_initialize_loads_the_checkpoint(clip_path):
     assert loaded.keys() == reference.keys()
     for key, value in reference.items():
         assert torch.equal(loaded[key], value), key
-    out = model.predict(NetCall("encode", {"role": "mention", "features": features(model, TEXTS[:2], (True, False))}))
+    out = model.predict(
+        NetCall(
+            "encode", {"role": "mention", "features": features(model, TEXTS[:2], (True, False))}
+        )
+    )
     assert out["has_image"].tolist() == [True, False]
     assert all(isinstance(value, numpy.ndarray) for value in out.values())
 
@@ -129,7 +151,12 @@ def trained(clip_path):
     rehome_parameters(model)  # as M3ELLinker.finish_update does
     m_feats = features(model, TEXTS[:3], (True, False, True))
     e_feats = features(model, TEXTS, (True, True, False, True))
-    return {"model": model, "bytes": model.to_bytes(), "inputs": (m_feats, e_feats), "outputs": predictions(model, m_feats, e_feats)}
+    return {
+        "model": model,
+        "bytes": model.to_bytes(),
+        "inputs": (m_feats, e_feats),
+        "outputs": predictions(model, m_feats, e_feats),
+    }
 
 
 @pytest.mark.parametrize("name", ["same", "openai/clip-vit-base-patch32"])
@@ -159,7 +186,9 @@ def test_uninitialized_model_round_trips(clip_path):
     model = build(clip_path)
     fresh = build(clip_path, seed=1).from_bytes(model.to_bytes())
     assert not get_net(fresh).encoder.is_loaded
-    for (key, value), other in zip(get_net(model).state_dict().items(), get_net(fresh).state_dict().values()):
+    for (key, value), other in zip(
+        get_net(model).state_dict().items(), get_net(fresh).state_dict().values()
+    ):
         assert torch.equal(value, other), key
 
 
@@ -221,7 +250,10 @@ def test_corrupt_bytes_are_a_value_error(clip_path, trained, corrupt, message):
     "overrides,message",
     [
         (dict(use_image_unit=False), "do not match the model built from the config"),
-        (dict(use_t2v_unit=False, use_v2t_unit=False), "do not match the model built from the config"),
+        (
+            dict(use_t2v_unit=False, use_v2t_unit=False),
+            "do not match the model built from the config",
+        ),
         (dict(use_text_unit=False), "do not match the model built from the config"),
         (dict(hidden_width=24), "in the model built from the config"),
         (dict(image_width=8), "in the model built from the config"),
@@ -245,10 +277,14 @@ def test_rejected_bytes_leave_the_model_unchanged(clip_path, trained):
 
 def test_config_changes_that_keep_the_weights_load(clip_path, trained):
     """Only the set of units and widths fixes the weights; loss settings may change."""
-    other = build(clip_path, use_contrastive_loss=False, contrastive_temperature=0.1, csra_lambda=1.0)
+    other = build(
+        clip_path, use_contrastive_loss=False, contrastive_temperature=0.1, csra_lambda=1.0
+    )
     other.from_bytes(trained["bytes"])
     outputs = predictions(other, *trained["inputs"])
-    numpy.testing.assert_array_equal(outputs["score"]["score"], trained["outputs"]["score"]["score"])
+    numpy.testing.assert_array_equal(
+        outputs["score"]["score"], trained["outputs"]["score"]["score"]
+    )
 
 
 # Training ----------------------------------------------------------------------
@@ -265,11 +301,25 @@ def test_training_updates_parameters_and_lowers_the_loss(clip_path):
     out, backprop = model.begin_update(NetCall("loss", data))
     assert isinstance(out["loss"], numpy.ndarray) and out["loss"].shape == ()
     assert out["score"].shape == (3, 4)
-    assert {"loss.overall", "loss.text", "loss.image", "loss.t2v", "loss.v2t", "loss.contrastive"} <= set(out)
+    assert {
+        "loss.overall",
+        "loss.text",
+        "loss.image",
+        "loss.t2v",
+        "loss.v2t",
+        "loss.contrastive",
+    } <= set(out)
     backprop(None)
-    grads = {key: p.grad.detach().clone() for key, p in net.named_parameters() if p.grad is not None}
-    assert any(key.startswith("encoder.clip.text_model.") and g.abs().sum() > 0 for key, g in grads.items())
-    assert any(key.startswith("encoder.clip.vision_model.") and g.abs().sum() > 0 for key, g in grads.items())
+    grads = {
+        key: p.grad.detach().clone() for key, p in net.named_parameters() if p.grad is not None
+    }
+    assert any(
+        key.startswith("encoder.clip.text_model.") and g.abs().sum() > 0 for key, g in grads.items()
+    )
+    assert any(
+        key.startswith("encoder.clip.vision_model.") and g.abs().sum() > 0
+        for key, g in grads.items()
+    )
     model.finish_update(optimizer)
     after = dict(net.named_parameters())
     moved = [key for key, value in before.items() if not torch.equal(after[key].detach(), value)]
@@ -297,7 +347,10 @@ def test_predict_does_not_track_gradients_or_change_weights(clip_path):
     model = initialized(clip_path)
     net = get_net(model)
     before = {key: value.clone() for key, value in net.state_dict().items()}
-    m_feats, e_feats = features(model, TEXTS[:3], (True, False, True)), features(model, TEXTS, (True,) * 4)
+    m_feats, e_feats = (
+        features(model, TEXTS[:3], (True, False, True)),
+        features(model, TEXTS, (True,) * 4),
+    )
     first = predictions(model, m_feats, e_feats)
     assert all(p.grad is None for p in net.parameters())
     assert_bit_identical(first, predictions(model, m_feats, e_feats))

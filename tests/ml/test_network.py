@@ -1,4 +1,5 @@
 """M3ELNet with a tiny offline CLIP: ablations, missing images, scores, featurization."""
+
 import copy
 
 import numpy
@@ -12,6 +13,7 @@ from spacy_m3el.ml.layers import AttentionAlignment
 from spacy_m3el.ml.network import M3ELNet, UnitSwitches
 
 from ..util import TINY as WIDTHS
+
 TEXTS = [
     "player [SEP] scored points last night",
     "river [SEP] flows through the north of the country",
@@ -30,7 +32,13 @@ def loaded_encoder(clip_path):
 
 def make_net(encoder, seed=0, **switches):
     torch.manual_seed(seed)
-    return M3ELNet(copy.deepcopy(encoder), AttentionAlignment, hidden_width=16, image_width=16, units=UnitSwitches(**switches))
+    return M3ELNet(
+        copy.deepcopy(encoder),
+        AttentionAlignment,
+        hidden_width=16,
+        image_width=16,
+        units=UnitSwitches(**switches),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +48,9 @@ def net(loaded_encoder):
 
 def image(i):
     rng = numpy.random.default_rng(i)
-    array = numpy.full((40, 40, 3), COLORS[i % len(COLORS)], dtype=numpy.int16) + rng.integers(-20, 21, (40, 40, 3))
+    array = numpy.full((40, 40, 3), COLORS[i % len(COLORS)], dtype=numpy.int16) + rng.integers(
+        -20, 21, (40, 40, 3)
+    )
     return Image.fromarray(array.clip(0, 255).astype(numpy.uint8))
 
 
@@ -73,7 +83,11 @@ ABLATIONS = {
 
 
 def grad_norm(net, prefix):
-    grads = [p.grad for name, p in net.named_parameters() if name.startswith(prefix) and p.grad is not None]
+    grads = [
+        p.grad
+        for name, p in net.named_parameters()
+        if name.startswith(prefix) and p.grad is not None
+    ]
     return float(sum(g.abs().sum() for g in grads)) if grads else 0.0
 
 
@@ -143,8 +157,12 @@ def test_missing_mention_image_masks_the_image_units(net):
     for unit in ("image", "t2v", "v2t"):
         assert torch.equal(scores[f"{unit}.ok"], expected_ok)
     assert scores["text.ok"].all()
-    assert torch.equal(scores["score"][1], scores["text"][1])  # mention without image: text unit only
-    assert torch.equal(scores["score"][:, 2], scores["text"][:, 2])  # entity without image: text unit only
+    assert torch.equal(
+        scores["score"][1], scores["text"][1]
+    )  # mention without image: text unit only
+    assert torch.equal(
+        scores["score"][:, 2], scores["text"][:, 2]
+    )  # entity without image: text unit only
     mean_all = torch.stack([scores[unit] for unit in ("text", "image", "t2v", "v2t")]).mean(0)
     torch.testing.assert_close(scores["score"][expected_ok], mean_all[expected_ok])
 
@@ -157,7 +175,10 @@ def test_image_unit_losses_ignore_pairs_without_images(loaded_encoder):
     data["labels"] = labels
     with torch.no_grad():
         out = net.loss(**data)
-        scores = net.score_matrix(net.encode("mention", data["mention_features"]), net.encode("entity", data["entity_features"]))
+        scores = net.score_matrix(
+            net.encode("mention", data["mention_features"]),
+            net.encode("entity", data["entity_features"]),
+        )
     torch.testing.assert_close(out["loss.overall"], F.cross_entropy(scores["score"], labels))
     torch.testing.assert_close(out["loss.text"], F.cross_entropy(scores["text"], labels))
     # Image units: only mentions 0 and 2 (with an image) against entities 0, 1, 3 (with an image).
@@ -170,7 +191,11 @@ def test_image_unit_losses_ignore_pairs_without_images(loaded_encoder):
 def test_image_unit_losses_are_left_out_when_no_pair_has_images(loaded_encoder):
     net = make_net(loaded_encoder)
     out = net.loss(**batch(net.encoder, mention_images=(False, False, False)))
-    assert {key for key in out if key.startswith("loss.")} == {"loss.overall", "loss.text", "loss.contrastive"}
+    assert {key for key in out if key.startswith("loss.")} == {
+        "loss.overall",
+        "loss.text",
+        "loss.contrastive",
+    }
     assert torch.isfinite(out["loss"])
     out["loss"].backward()
     assert grad_norm(net, "encoder.clip.text_model.") > 0
@@ -188,7 +213,11 @@ def test_scoring_candidates_agrees_with_the_score_matrix(net):
         entity_index = torch.tensor([[1, 3, 3], [0, 2, 1], [2, 0, 3]])
         candidates = net.score_candidates(mentions, entities, entity_index)
         forward = net("score", mentions=mentions, entities=entities, entity_index=entity_index)
-    assert set(candidates) == set(matrix) == {"score", "text", "image", "t2v", "v2t", "text.ok", "image.ok", "t2v.ok", "v2t.ok"}
+    assert (
+        set(candidates)
+        == set(matrix)
+        == {"score", "text", "image", "t2v", "v2t", "text.ok", "image.ok", "t2v.ok", "v2t.ok"}
+    )
     for key, value in candidates.items():
         assert value.shape == (3, 3)
         assert matrix[key].shape == (3, 4)
@@ -219,12 +248,19 @@ def test_forward_rejects_unknown_task_and_role(net):
 # Encoder -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("with_images", [(False, False, False), (True, True, True), (False, True, False)])
+@pytest.mark.parametrize(
+    "with_images", [(False, False, False), (True, True, True), (False, True, False)]
+)
 def test_encoder_featurizes_batches_with_none_some_or_all_images(loaded_encoder, with_images):
     encoder = loaded_encoder
-    raw = encoder.featurize(TEXTS[:3], [image(i) if keep else None for i, keep in enumerate(with_images)])
+    raw = encoder.featurize(
+        TEXTS[:3], [image(i) if keep else None for i, keep in enumerate(with_images)]
+    )
     n_images = sum(with_images)
-    assert raw["pixel_values"].shape == (n_images, 3, 32, 32) and raw["pixel_values"].dtype == numpy.float32
+    assert (
+        raw["pixel_values"].shape == (n_images, 3, 32, 32)
+        and raw["pixel_values"].dtype == numpy.float32
+    )
     assert raw["has_image"].tolist() == list(with_images)
     assert raw["input_ids"].shape == raw["attention_mask"].shape and raw["input_ids"].shape[0] == 3
     with torch.no_grad():
@@ -244,8 +280,12 @@ def test_encoder_featurizes_batches_with_none_some_or_all_images(loaded_encoder,
         # Each image lands on its own item, whatever the other items hold.
         with torch.no_grad():
             all_images = encoder(**features(encoder, TEXTS[:3], (True, True, True)))
-        torch.testing.assert_close(out.image_global[has], all_images.image_global[has], atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(out.image_tokens[has], all_images.image_tokens[has], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            out.image_global[has], all_images.image_global[has], atol=1e-5, rtol=1e-5
+        )
+        torch.testing.assert_close(
+            out.image_tokens[has], all_images.image_tokens[has], atol=1e-5, rtol=1e-5
+        )
 
 
 def test_encoder_truncates_long_texts_and_keeps_the_end_token(loaded_encoder):

@@ -1,11 +1,19 @@
 """The entity feature cache: compact storage, fingerprints, persistence, retrieval."""
+
 import logging
 
 import numpy
 import pytest
 import spacy
 
-from spacy_m3el.pipeline.entity_cache import EntityCache, concat_sides, concat_stored, decode_rows, encode_side, retrieval_vectors
+from spacy_m3el.pipeline.entity_cache import (
+    EntityCache,
+    concat_sides,
+    concat_stored,
+    decode_rows,
+    encode_side,
+    retrieval_vectors,
+)
 
 from ..util import ENTITIES, color_image, make_doc, make_examples, train, unlabeled
 
@@ -23,7 +31,9 @@ def random_side(n=7, length=5, width=4, seed=0):
     }
 
 
-@pytest.mark.parametrize("precision,tolerance", [("float32", 0.0), ("float16", 1e-2), ("int8", 2e-2)])
+@pytest.mark.parametrize(
+    "precision,tolerance", [("float32", 0.0), ("float16", 1e-2), ("int8", 2e-2)]
+)
 def test_encode_decode(precision, tolerance):
     side = random_side()
     decoded = decode_rows(encode_side(side, precision))
@@ -39,7 +49,10 @@ def test_encode_decode(precision, tolerance):
 
 def test_compact_sizes():
     side = random_side(n=10, length=40, width=96)
-    sizes = {p: EntityCache.from_side([str(i) for i in range(10)], side, p, "m", "k").bytes_per_entity for p in ("int8", "float16", "float32")}
+    sizes = {
+        p: EntityCache.from_side([str(i) for i in range(10)], side, p, "m", "k").bytes_per_entity
+        for p in ("int8", "float16", "float32")
+    }
     assert sizes["int8"] < sizes["float16"] < sizes["float32"]
     # 40x96 int8 token queries + scales, three int8 vectors + scales, a length and a flag.
     assert sizes["int8"] == pytest.approx(40 * 96 + 40 * 2 + 3 * (96 + 2) + 4 + 4 / 10 + 1)
@@ -103,7 +116,11 @@ def test_retrieval_ignores_image_parts_without_image():
 
 @pytest.mark.parametrize("precision", ["int8", "float16"])
 def test_stored_batches_concatenate_like_the_whole(precision):
-    parts = [random_side(n=3, length=2, seed=11), random_side(n=4, length=6, seed=12), random_side(n=2, length=4, seed=13)]
+    parts = [
+        random_side(n=3, length=2, seed=11),
+        random_side(n=4, length=6, seed=12),
+        random_side(n=2, length=4, seed=13),
+    ]
     whole = decode_rows(encode_side(concat_sides(parts), precision))
     batched = decode_rows(concat_stored([encode_side(part, precision) for part in parts]))
     assert set(batched) == set(whole)
@@ -125,7 +142,9 @@ def test_cache_is_the_same_whatever_the_batch_size(build_nlp):
             mask = expected[key.split(".")[0] + ".mask"]
             value, got[key] = value * mask[..., None], got[key] * mask[..., None]
         numpy.testing.assert_allclose(got[key], value, atol=1e-5, err_msg=key)
-    numpy.testing.assert_allclose(one_by_one.retrieval.vectors(), whole.retrieval.vectors(), atol=1e-2)
+    numpy.testing.assert_allclose(
+        one_by_one.retrieval.vectors(), whole.retrieval.vectors(), atol=1e-2
+    )
 
 
 def test_saved_pipeline_reuses_its_cache(build_nlp, tmp_path, monkeypatch):
@@ -154,7 +173,9 @@ def test_stale_cache_is_rebuilt_with_a_warning(build_nlp, tmp_path, caplog):
     linker.kb.add_multimodal_entity("Q7", "Jordan", "a new entity")
     with caplog.at_level(logging.WARNING, logger="spacy_m3el"):
         doc = loaded(make_doc(loaded, "Q1", color_image(ENTITIES[0][3])))
-    assert any("does not match the current knowledge base" in r.getMessage() for r in caplog.records)
+    assert any(
+        "does not match the current knowledge base" in r.getMessage() for r in caplog.records
+    )
     assert "Q7" in linker.entity_cache.kb_ids
     assert doc.ents[0].kb_id_ in {"Q1", "Q2", "Q7"}
 

@@ -1,4 +1,5 @@
 """The m3el_linker component: learning, IO, batching, settings."""
+
 import logging
 
 import numpy
@@ -89,7 +90,10 @@ def test_n_process_2_matches_one_process(trained_nlp):
     examples = make_examples(trained_nlp, seed=9)
     docs = [unlabeled(trained_nlp, eg) for eg in examples]
     one = [d.ents[0].kb_id_ for d in trained_nlp.pipe([d.copy() for d in docs])]
-    two = [d.ents[0].kb_id_ for d in trained_nlp.pipe([d.copy() for d in docs], n_process=2, batch_size=3)]
+    two = [
+        d.ents[0].kb_id_
+        for d in trained_nlp.pipe([d.copy() for d in docs], n_process=2, batch_size=3)
+    ]
     assert one == two
     assert one == [eg.reference.ents[0].kb_id_ for eg in examples]
 
@@ -97,7 +101,11 @@ def test_n_process_2_matches_one_process(trained_nlp):
 def test_docbin_round_trip_keeps_images_and_links(trained_nlp):
     examples = make_examples(trained_nlp, seed=11)
     docs = [unlabeled(trained_nlp, eg) for eg in examples]
-    restored = list(DocBin(docs=docs, store_user_data=True).from_bytes(DocBin(docs=docs, store_user_data=True).to_bytes()).get_docs(trained_nlp.vocab))
+    restored = list(
+        DocBin(docs=docs, store_user_data=True)
+        .from_bytes(DocBin(docs=docs, store_user_data=True).to_bytes())
+        .get_docs(trained_nlp.vocab)
+    )
     for original, copy in zip(docs, restored):
         numpy.testing.assert_array_equal(copy._.image, original._.image)
     assert link_docs(trained_nlp, restored) == [eg.reference.ents[0].kb_id_ for eg in examples]
@@ -140,7 +148,11 @@ def test_threshold_out_of_range(build_nlp):
 def test_labels_discard_and_no_candidates(build_nlp):
     nlp = build_nlp(component_overrides={"labels_discard": ["DATE"], "top_k": 0})
     doc = nlp.make_doc("Jordan met Zorblax on Monday.")
-    doc.ents = [doc.char_span(0, 6, label="ENT"), doc.char_span(11, 18, label="ENT"), doc.char_span(22, 28, label="DATE")]
+    doc.ents = [
+        doc.char_span(0, 6, label="ENT"),
+        doc.char_span(11, 18, label="ENT"),
+        doc.char_span(22, 28, label="DATE"),
+    ]
     doc = nlp(doc)
     jordan, unknown, date = doc.ents
     assert jordan.kb_id_ in {"Q1", "Q2"}
@@ -189,7 +201,15 @@ def test_doc_without_entities_and_empty_doc(trained_nlp):
 
 def test_evaluate_reports_nel_and_ranking_metrics(trained_nlp):
     scores = trained_nlp.evaluate(make_examples(trained_nlp, seed=21))
-    for key in ("nel_micro_p", "nel_micro_r", "nel_micro_f", "nel_mrr", "nel_hits@1", "nel_hits@3", "nel_hits@5"):
+    for key in (
+        "nel_micro_p",
+        "nel_micro_r",
+        "nel_micro_f",
+        "nel_mrr",
+        "nel_hits@1",
+        "nel_hits@3",
+        "nel_hits@5",
+    ):
         assert key in scores
     assert scores["nel_micro_f"] == 1.0 and scores["nel_mrr"] == 1.0
 
@@ -270,7 +290,17 @@ def test_all_units_off_is_a_config_error(build_nlp):
         build_nlp(use_text_unit=False, use_image_unit=False, use_t2v_unit=False, use_v2t_unit=False)
 
 
-@pytest.mark.parametrize("setting,value", [("top_k", -1), ("max_candidates", 0), ("n_hard_negatives", -2), ("max_context_tokens", 0), ("entity_batch_size", 0), ("entity_cache_precision", "int4")])
+@pytest.mark.parametrize(
+    "setting,value",
+    [
+        ("top_k", -1),
+        ("max_candidates", 0),
+        ("n_hard_negatives", -2),
+        ("max_context_tokens", 0),
+        ("entity_batch_size", 0),
+        ("entity_cache_precision", "int4"),
+    ],
+)
 def test_invalid_settings_are_clear_errors(tiny_clip, setting, value):
     from ..util import linker_config
 

@@ -1,4 +1,5 @@
 """Loading saved pipelines: offline, without pickle, with clear errors for damaged folders."""
+
 import logging
 import pickle
 import shutil
@@ -40,11 +41,17 @@ def test_loads_without_pickle_or_network(saved, monkeypatch, no_network):
 @pytest.mark.parametrize(
     "damage,message",
     [
-        (lambda d: (d / "model").write_bytes((d / "model").read_bytes()[:1000]), "model weights cannot be loaded"),
+        (
+            lambda d: (d / "model").write_bytes((d / "model").read_bytes()[:1000]),
+            "model weights cannot be loaded",
+        ),
         (lambda d: (d / "model").unlink(), "has no 'model'"),
         (lambda d: shutil.rmtree(d / "kb"), "has no 'kb'"),
         (lambda d: (d / "kb" / "contents").write_bytes(b"garbage"), "knowledge base is corrupt"),
-        (lambda d: (d / "kb" / "m3el_entities.msgpack").write_bytes(b"garbage"), "knowledge base is corrupt"),
+        (
+            lambda d: (d / "kb" / "m3el_entities.msgpack").write_bytes(b"garbage"),
+            "knowledge base is corrupt",
+        ),
         (lambda d: (d / "kb" / "m3el_entities.msgpack").unlink(), "knowledge base is corrupt"),
         (lambda d: (d / "cfg").write_text("{not json"), "'cfg' is corrupt"),
     ],
@@ -64,7 +71,9 @@ def test_config_that_does_not_match_the_weights(saved, tmp_path):
 
 
 def test_corrupt_entity_cache_is_ignored_and_rebuilt(saved, tmp_path, caplog):
-    path = damaged_copy(saved, tmp_path, lambda d: (d / "entity_cache.safetensors").write_bytes(b"garbage"))
+    path = damaged_copy(
+        saved, tmp_path, lambda d: (d / "entity_cache.safetensors").write_bytes(b"garbage")
+    )
     with caplog.at_level(logging.WARNING, logger="spacy_m3el"):
         nlp = spacy.load(path)
     assert any("ignoring the saved entity cache" in r.getMessage() for r in caplog.records)
@@ -80,4 +89,6 @@ def test_cache_of_other_units_is_not_used(saved, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="spacy_m3el"):
         nlp(make_doc(nlp, "Q1", None))
     assert any("does not match the current weights" in r.getMessage() for r in caplog.records)
-    assert not any(key.startswith("cross.v2t") for key in nlp.get_pipe("m3el_linker").entity_cache.stored)
+    assert not any(
+        key.startswith("cross.v2t") for key in nlp.get_pipe("m3el_linker").entity_cache.stored
+    )

@@ -1,4 +1,5 @@
 """Stage-1 retrieval over the int8 matrix: quantization, exact top-k, fallbacks."""
+
 import numpy
 import pytest
 
@@ -74,7 +75,9 @@ def test_shortlist_is_rescored_with_the_exact_vectors():
     expected = numpy.argsort(-(queries @ vectors.T), axis=1, kind="stable")[:, :10].tolist()
     assert matrix.nearest(queries, 10) == expected
     rows = list(range(0, 400, 7))
-    assert matrix.most_similar(queries[0], rows, 5) == [rows[i] for i in numpy.argsort(-(vectors[rows] @ queries[0]))[:5]]
+    assert matrix.most_similar(queries[0], rows, 5) == [
+        rows[i] for i in numpy.argsort(-(vectors[rows] @ queries[0]))[:5]
+    ]
 
 
 def test_nearest_without_int8_kernel(monkeypatch):
@@ -102,7 +105,9 @@ def test_int8_dot_is_exact():
     a = rng.integers(-127, 128, size=(6, 800), dtype=numpy.int8)
     b = rng.integers(-127, 128, size=(11, 800), dtype=numpy.int8)
     result = retrieval.int8_dot(torch.from_numpy(a), torch.from_numpy(b))
-    numpy.testing.assert_array_equal(result.numpy().astype("int64"), a.astype("int64") @ b.astype("int64").T)
+    numpy.testing.assert_array_equal(
+        result.numpy().astype("int64"), a.astype("int64") @ b.astype("int64").T
+    )
 
 
 def test_most_similar_orders_the_given_rows():

@@ -1,4 +1,5 @@
 """Odd documents and training data never crash the linker or lose data silently."""
+
 import numpy
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -62,10 +63,14 @@ def test_batch_without_any_gold_is_a_no_op(nlp):
     assert nlp.update([Example(nlp.make_doc(doc.text), doc)]) == {"m3el_linker": 0.0}
 
 
-WORDS = st.sampled_from(["Jordan", "Kastrel", "Velmora", "the", "river", "é", "東京", "%20", "!", "", "\n", "Q1"])
+WORDS = st.sampled_from(
+    ["Jordan", "Kastrel", "Velmora", "the", "river", "é", "東京", "%20", "!", "", "\n", "Q1"]
+)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(words=st.lists(WORDS, min_size=0, max_size=30), data=st.data())
 def test_any_document_links_without_error(nlp, words, data):
     doc = nlp.make_doc(" ".join(words))
@@ -78,7 +83,9 @@ def test_any_document_links_without_error(nlp, words, data):
                 spans.append(doc[start:end])
                 last_end = end
         doc.ents = [doc.char_span(s.start_char, s.end_char, label="ENT") for s in spans]
-    doc._.image = data.draw(st.sampled_from([None, color_image((10, 200, 10)), b"broken", "/nonexistent.png"]))
+    doc._.image = data.draw(
+        st.sampled_from([None, color_image((10, 200, 10)), b"broken", "/nonexistent.png"])
+    )
     linked = nlp(doc)
     assert len(linked.ents) == len(doc.ents)
     for ent in linked.ents:
