@@ -32,15 +32,18 @@ setup(
         "safetensors>=0.4",
         "numpy>=1.24",
     ],
-    extras_require={"test": ["pytest>=8", "hypothesis>=6"]},
+    extras_require={"test": ["pytest>=8", "hypothesis>=6", "ruff==0.17.6"]},
     entry_points={
         "spacy_factories": [f"m3el_linker = {REGISTRATIONS}:make_m3el_linker"],
         "spacy_architectures": [
             f"spacy_m3el.M3EL.v1 = {REGISTRATIONS}:build_m3el_v1",
-            f"spacy_m3el.CLIPEncoder.v1 = {REGISTRATIONS}:build_clip_encoder_v1",
-            f"spacy_m3el.AttentionAlignment.v1 = {REGISTRATIONS}:build_attention_alignment_v1",
+            # Deprecated aliases of the @misc functions of the same names.
+            f"spacy_m3el.CLIPEncoder.v1 = {REGISTRATIONS}:deprecated_clip_encoder_v1",
+            f"spacy_m3el.AttentionAlignment.v1 = {REGISTRATIONS}:deprecated_attention_alignment_v1",
         ],
         "spacy_misc": [
+            f"spacy_m3el.CLIPEncoder.v1 = {REGISTRATIONS}:build_clip_encoder_v1",
+            f"spacy_m3el.AttentionAlignment.v1 = {REGISTRATIONS}:build_attention_alignment_v1",
             f"spacy_m3el.EmptyKB.v1 = {REGISTRATIONS}:create_empty_kb_v1",
             f"spacy_m3el.KBFromFile.v1 = {REGISTRATIONS}:create_kb_from_file_v1",
             f"spacy_m3el.AliasCandidates.v1 = {REGISTRATIONS}:create_alias_candidates_v1",

@@ -13,6 +13,7 @@ from spacy.language import Language
 from spacy.tokens import Span
 from spacy.training import Example
 
+from .pipeline.gold import GOLD_OK, reference_gold
 from .pipeline.linker import M3ELLinker
 from .readers import read_examples
 from .scoring import PAPER_HITS, rank_of_gold, ranking_metrics
@@ -37,18 +38,17 @@ def gold_mentions(
 ) -> Tuple[List[Span], List[str], Counter]:
     """Gold entity spans (on the reference docs) whose KB ID is in the KB.
 
-    RETURNS (Tuple[List[Span], List[str], Counter]): spans, gold IDs and counts of skipped mentions by reason.
+    RETURNS (Tuple[List[Span], List[str], Counter]): spans, gold IDs and counts of
+        skipped mentions by reason (``nil``, ``gold_not_in_kb``).
     """
     spans, gold_ids, skipped = [], [], Counter()
     for eg in examples:
-        for ent in eg.reference.ents:
-            if not ent.kb_id_ or ent.kb_id_ == linker.NIL:
-                skipped["nil"] += 1
-            elif not linker.kb.contains_entity(ent.kb_id_):
-                skipped["gold_not_in_kb"] += 1
-            else:
+        for ent, kb_id, status in reference_gold(linker.kb, eg.reference.ents):
+            if status == GOLD_OK:
                 spans.append(ent)
-                gold_ids.append(ent.kb_id_)
+                gold_ids.append(kb_id)
+            else:
+                skipped[status] += 1
     return spans, gold_ids, skipped
 
 

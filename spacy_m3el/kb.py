@@ -22,6 +22,8 @@ from .images import normalize_image_value
 
 ImageRef = Union[str, bytes, numpy.ndarray]
 RECORDS_FILE = "m3el_entities.msgpack"
+# The KB ID of a mention that links to no entity (spaCy's EntityLinker.NIL).
+NIL = "NIL"
 
 
 @dataclass(frozen=True)

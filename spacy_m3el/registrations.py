@@ -5,6 +5,7 @@ imports whenever it builds any pipeline, so it must stay import-light: torch
 and transformers are imported only inside the builders.
 """
 
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Union
 
@@ -41,7 +42,7 @@ contrastive_weight = 1.0
 csra_lambda = 1.0
 
 [model.encoder]
-@architectures = "spacy_m3el.CLIPEncoder.v1"
+@misc = "spacy_m3el.CLIPEncoder.v1"
 name = "openai/clip-vit-base-patch32"
 text_width = 512
 vision_width = 768
@@ -49,7 +50,7 @@ projection_dim = 512
 max_length = 40
 
 [model.alignment]
-@architectures = "spacy_m3el.AttentionAlignment.v1"
+@misc = "spacy_m3el.AttentionAlignment.v1"
 scale = true
 """
 DEFAULT_MODEL = Config().from_str(DEFAULT_MODEL_CONFIG)["model"]
@@ -154,10 +155,10 @@ def build_m3el_v1(
     contrastive_weight: float = 1.0,
     csra_lambda: float = 1.0,
 ) -> Model:
-    """The M3EL network (encoder + matching units) as a Thinc model.
+    """The M3EL network (encoder + matching units) as a Thinc model (``M3ELModel``).
 
-    encoder (CLIPEncoder): From ``spacy_m3el.CLIPEncoder.v1``.
-    alignment (Callable[[int], Module]): From ``spacy_m3el.AttentionAlignment.v1``.
+    encoder (CLIPEncoder): From ``spacy_m3el.CLIPEncoder.v1`` (``@misc``).
+    alignment (Callable[[int], Module]): From ``spacy_m3el.AttentionAlignment.v1`` (``@misc``).
     hidden_width (int): Width of the matching units.
     image_width (int): Width the image features are projected to.
     use_*_unit (bool): Switch the text, image, textual-to-visual and
@@ -167,37 +168,29 @@ def build_m3el_v1(
     csra_lambda (float): Residual weight of the cross-modal pooling heads.
     """
     from .ml.model import build_m3el_model
-    from .ml.network import ContrastiveSettings, M3ELNet, UnitSwitches
 
-    for key, value in (
-        ("hidden_width", hidden_width),
-        ("image_width", image_width),
-        ("contrastive_temperature", contrastive_temperature),
-    ):
-        if value <= 0:
-            raise ValueError(f"spacy_m3el.M3EL.v1: {key} must be positive, got {value}.")
-    units = UnitSwitches(
-        use_text_unit, use_image_unit, use_t2v_unit, use_v2t_unit, use_contrastive_loss
-    )
-    contrastive = ContrastiveSettings(
-        contrastive_temperature,
-        contrastive_inter_weight,
-        contrastive_intra_weight,
-        contrastive_weight,
-    )
-    net = M3ELNet(
+    return build_m3el_model(
         encoder,
         alignment,
         hidden_width=hidden_width,
         image_width=image_width,
-        units=units,
-        contrastive=contrastive,
+        units=(use_text_unit, use_image_unit, use_t2v_unit, use_v2t_unit, use_contrastive_loss),
+        contrastive=(
+            contrastive_temperature,
+            contrastive_inter_weight,
+            contrastive_intra_weight,
+            contrastive_weight,
+        ),
         csra_lambda=csra_lambda,
     )
-    return build_m3el_model(net)
 
 
-@registry.architectures("spacy_m3el.CLIPEncoder.v1")
+# The encoder and the alignment are PyTorch pieces that M3EL.v1 assembles, not
+# Thinc models, so they live in @misc. Configs written before 0.2 name them under
+# @architectures; those names still work there, with a deprecation warning.
+
+
+@registry.misc("spacy_m3el.CLIPEncoder.v1")
 def build_clip_encoder_v1(
     name: str,
     text_width: int = 512,
@@ -221,15 +214,42 @@ def build_clip_encoder_v1(
     )
 
 
-@registry.architectures("spacy_m3el.AttentionAlignment.v1")
+@registry.misc("spacy_m3el.AttentionAlignment.v1")
 def build_attention_alignment_v1(scale: bool = True) -> Callable[[int], Any]:
     """Token alignment by (scaled) dot-product attention with padding masks."""
-    from .ml.layers import AttentionAlignment
+    from .ml.layers import attention_alignment
 
-    def make(width: int):
-        return AttentionAlignment(width, scale=scale)
+    return attention_alignment(scale)
 
-    return make
+
+@registry.architectures("spacy_m3el.CLIPEncoder.v1")
+def deprecated_clip_encoder_v1(
+    name: str,
+    text_width: int = 512,
+    vision_width: int = 768,
+    projection_dim: int = 512,
+    max_length: int = 40,
+):
+    """Deprecated: ``@architectures`` alias of the ``@misc`` function of this name."""
+    warn_moved_to_misc("spacy_m3el.CLIPEncoder.v1", "model.encoder")
+    return build_clip_encoder_v1(name, text_width, vision_width, projection_dim, max_length)
+
+
+@registry.architectures("spacy_m3el.AttentionAlignment.v1")
+def deprecated_attention_alignment_v1(scale: bool = True) -> Callable[[int], Any]:
+    """Deprecated: ``@architectures`` alias of the ``@misc`` function of this name."""
+    warn_moved_to_misc("spacy_m3el.AttentionAlignment.v1", "model.alignment")
+    return build_attention_alignment_v1(scale)
+
+
+def warn_moved_to_misc(function: str, section: str) -> None:
+    warnings.warn(
+        f"{function} is registered under @misc since spacy-m3el 0.2 (it builds a PyTorch "
+        f"piece, not a Thinc model). In [components.<linker>.{section}] of the config, "
+        f'replace @architectures = "{function}" with @misc = "{function}".',
+        FutureWarning,
+        stacklevel=2,
+    )
 
 
 @registry.misc("spacy_m3el.EmptyKB.v1")

@@ -6,6 +6,8 @@ import numpy
 from spacy.scorer import Scorer
 from spacy.training import Example
 
+from .kb import NIL
+
 CANDIDATES_ATTR = "m3el_candidates"
 DEFAULT_HITS = (1, 3, 5)
 PAPER_HITS = (1, 3, 5, 10, 20)
@@ -58,7 +60,7 @@ def candidate_ranks(examples: Iterable[Example]) -> List[Optional[int]]:
         gold = {(ent.start_char, ent.end_char): ent.kb_id_ for ent in eg.reference.ents}
         for ent in eg.predicted.ents:
             gold_id = gold.get((ent.start_char, ent.end_char))
-            if not gold_id or gold_id == "NIL":
+            if not gold_id or gold_id == NIL:
                 continue
             candidates = ent._.get(CANDIDATES_ATTR) or []
             ids = [kb_id for kb_id, _ in candidates]
@@ -73,7 +75,7 @@ def score_linker(examples: Iterable[Example], **kwargs) -> Dict[str, float]:
         ``nel_mrr``, ``nel_hits@1/3/5`` and ``nel_n_mentions``.
     """
     examples = list(examples)
-    scores = Scorer.score_links(examples, negative_labels=["NIL"], **kwargs)
+    scores = Scorer.score_links(examples, negative_labels=[NIL], **kwargs)
     ranking = ranking_metrics(candidate_ranks(examples), prefix="nel_")
     scores.update({key: value for key, value in ranking.items() if key != "nel_mean_rank"})
     return scores

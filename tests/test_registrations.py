@@ -42,6 +42,8 @@ EXPECTED_NAMES = {
         "spacy_m3el.AttentionAlignment.v1",
     },
     "spacy_misc": {
+        "spacy_m3el.CLIPEncoder.v1",
+        "spacy_m3el.AttentionAlignment.v1",
         "spacy_m3el.EmptyKB.v1",
         "spacy_m3el.KBFromFile.v1",
         "spacy_m3el.AliasCandidates.v1",
@@ -158,8 +160,48 @@ def test_registered_functions_return_the_implementations(tmp_path):
         registry.readers.get("spacy_m3el.MultimodalCorpus.v1")(tmp_path / "train.spacy"),
         MultimodalCorpus,
     )
-    make_alignment = registry.architectures.get("spacy_m3el.AttentionAlignment.v1")(scale=True)
+    make_alignment = registry.misc.get("spacy_m3el.AttentionAlignment.v1")(scale=True)
     assert callable(make_alignment)
+
+
+def test_m3el_architecture_returns_a_thinc_model(tiny_clip):
+    from thinc.api import Model
+
+    from spacy_m3el.ml.model import M3ELModel
+
+    encoder = registry.misc.get("spacy_m3el.CLIPEncoder.v1")(
+        name=tiny_clip, text_width=32, vision_width=32, projection_dim=16
+    )
+    alignment = registry.misc.get("spacy_m3el.AttentionAlignment.v1")()
+    model = registry.architectures.get("spacy_m3el.M3EL.v1")(encoder, alignment)
+    assert isinstance(model, Model) and isinstance(model, M3ELModel)
+    assert model.net.encoder is encoder
+
+
+@pytest.mark.parametrize(
+    "name,args", [("spacy_m3el.CLIPEncoder.v1", {"name": "x"}), ("spacy_m3el.AttentionAlignment.v1", {})]
+)
+def test_old_architectures_names_still_build_with_a_warning(name, args):
+    """Configs from before 0.2 name the encoder and alignment under @architectures."""
+    with pytest.warns(FutureWarning, match="@misc"):
+        old = registry.architectures.get(name)(**args)
+    new = registry.misc.get(name)(**args)
+    assert type(old) is type(new)
+
+
+def test_a_config_with_the_old_names_builds_the_same_linker(tiny_clip):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("m3el_linker", config=linker_config(tiny_clip))
+    text = nlp.config.to_str()
+    for name in ("CLIPEncoder", "AttentionAlignment"):
+        new = f'@misc = "spacy_m3el.{name}.v1"'
+        assert new in text
+        text = text.replace(new, f'@architectures = "spacy_m3el.{name}.v1"')
+    with pytest.warns(FutureWarning, match="replace @architectures"):
+        old = spacy.util.load_model_from_config(Config().from_str(text), auto_fill=True)
+    assert isinstance(old.get_pipe("m3el_linker"), M3ELLinker)
+    encoder = old.config["components"]["m3el_linker"]["model"]["encoder"]
+    assert encoder["@architectures"] == "spacy_m3el.CLIPEncoder.v1"
 
 
 def test_names_resolve_in_a_config(tmp_path):
@@ -206,12 +248,9 @@ def test_m3el_linker_is_a_known_factory(tiny_clip):
     component_config = nlp.config["components"]["m3el_linker"]
     assert component_config["factory"] == "m3el_linker"
     assert component_config["model"]["@architectures"] == "spacy_m3el.M3EL.v1"
-    assert component_config["model"]["encoder"]["@architectures"] == "spacy_m3el.CLIPEncoder.v1"
+    assert component_config["model"]["encoder"]["@misc"] == "spacy_m3el.CLIPEncoder.v1"
     assert component_config["model"]["encoder"]["name"] == tiny_clip
-    assert (
-        component_config["model"]["alignment"]["@architectures"]
-        == "spacy_m3el.AttentionAlignment.v1"
-    )
+    assert component_config["model"]["alignment"]["@misc"] == "spacy_m3el.AttentionAlignment.v1"
     assert component_config["scorer"]["@scorers"] == "spacy_m3el.linker_scorer.v1"
     assert component_config["get_candidates_batch"]["@misc"] == "spacy_m3el.AliasCandidatesBatch.v1"
     assert component_config["generate_empty_kb"]["@misc"] == "spacy_m3el.EmptyKB.v1"

@@ -5,7 +5,7 @@ Every unit takes boolean masks (True = real position) so padding never
 receives attention weight, unlike the reference implementation.
 """
 
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -47,14 +47,27 @@ class AttentionAlignment(nn.Module):
         return torch.matmul(weights, value)
 
 
+def attention_alignment(scale: bool = True) -> AlignmentFactory:
+    """An alignment factory: width -> :class:`AttentionAlignment` of that width."""
+
+    def make(width: int) -> nn.Module:
+        return AttentionAlignment(width, scale=scale)
+
+    return make
+
+
 class IntraModalUnit(nn.Module):
     """TIMM / IIMM: coarse global-to-global plus fine global-to-local matching.
 
     G2G is the dot product of the normalised global vectors; G2L lets the
     entity's tokens attend over the mention's tokens, pools the attended
     context over the entity's real tokens and compares it with the entity's
-    projected global vector. The unit score is (G2G + G2L) / 2.
+    projected global vector. The unit score is
+    ``GLOBAL_WEIGHT * G2G + (1 - GLOBAL_WEIGHT) * G2L`` (an equal mix); G2G is
+    its bi-encoder term (``"g"`` on both sides), which retrieval searches.
     """
+
+    GLOBAL_WEIGHT = 0.5
 
     def __init__(
         self, global_width: int, token_width: int, hidden_width: int, alignment: AlignmentFactory
@@ -75,6 +88,13 @@ class IntraModalUnit(nn.Module):
 
     def score(self, m: dict, e: dict, entity_index: torch.Tensor) -> torch.Tensor:
         """Scores [n, C] of each mention i against the entities entity_index[i] ([n, C])."""
+        bi_encoder, late = self.score_parts(m, e, entity_index)
+        return bi_encoder + late
+
+    def score_parts(
+        self, m: dict, e: dict, entity_index: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The weighted G2G (bi-encoder) and G2L (late interaction) terms, each [n, C]."""
         n, c = entity_index.shape
         g2g = torch.einsum("nh,nch->nc", m["g"], e["g"][entity_index])
         # All of a mention's candidates attend over its tokens in one call: [n, C*L, h].
@@ -84,7 +104,7 @@ class IntraModalUnit(nn.Module):
             masked_mean(attended, e["mask"][entity_index].flatten(0, 1))
         ).view(n, c, -1)
         g2l = (e["c"][entity_index] * context).sum(-1)
-        return (g2g + g2l) / 2
+        return self.GLOBAL_WEIGHT * g2g, (1 - self.GLOBAL_WEIGHT) * g2l
 
 
 class MultiHeadPooling(nn.Module):

@@ -1,50 +1,203 @@
-"""The Thinc side of the model: M3ELNet behind Thinc's PyTorch wrapper.
+"""The Thinc side of the model: :class:`M3ELModel`, a typed facade over M3ELNet.
 
-The Thinc model takes a :class:`NetCall` (a task name and its numpy inputs)
-and returns numpy outputs. For the ``"loss"`` task the backward pass starts
-from the loss itself, so ``backprop`` needs no output gradient.
+Like spacy-transformers' ``TransformerModel``, the facade is a Thinc
+``Model`` that hides its PyTorch shim: the component calls explicit methods
+(:meth:`M3ELModel.encode`, :meth:`M3ELModel.score_candidates`,
+:meth:`M3ELModel.fingerprint`, ...) with numpy inputs and gets numpy outputs.
+As a Thinc layer, the model maps a :class:`TrainingBatch` to the loss
+outputs; ``backprop`` needs no output gradient because the backward pass
+starts from the loss itself.
 """
 
+import hashlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy
-import srsly
 from thinc.api import ArgsKwargs, Model, PyTorchWrapper_v3
 
-MODEL_FORMAT_VERSION = 1
+from .bi_encoder import RetrievalSpec
+from .serialization import deserialize_net, serialize_net
+from .sides import SideArrays, concat_sides
+
+Features = Dict[str, numpy.ndarray]
+ROLES = ("mention", "entity")
 
 
 @dataclass
-class NetCall:
-    """One call of the network: a task and its keyword inputs (numpy arrays, dicts of them)."""
+class TrainingBatch:
+    """One training step's inputs.
 
-    task: str
+    mention_features (Features): Featurized mention texts and images (:meth:`M3ELModel.featurize`).
+    entity_features (Features): Featurized entities: the gold entities and the negatives.
+    labels (numpy.ndarray[B]): The entity row of each mention's gold entity.
+    """
+
+    mention_features: Features
+    entity_features: Features
+    labels: numpy.ndarray
+
+
+@dataclass
+class _NetCall:
+    """A call of one of the network's entry points through the PyTorch wrapper."""
+
+    method: Callable[..., Any]
     inputs: Dict[str, Any] = field(default_factory=dict)
 
 
-def build_m3el_model(net) -> Model:
-    """Wrap an M3ELNet as a Thinc model whose ``init`` loads the pretrained encoder.
+class M3ELModel(Model):
+    """The M3EL network as a Thinc model with a typed interface.
 
-    net (M3ELNet): the network, built from config values.
-    RETURNS (Model[NetCall, Dict[str, Any]]): the Thinc model.
+    net (M3ELNet): The network, built from config values; the pretrained
+        encoder weights are loaded by ``initialize``.
     """
-    wrapper = PyTorchWrapper_v3(
-        net,
-        convert_inputs=_convert_inputs,
-        convert_outputs=_convert_outputs,
-        serialize_model=serialize_net,
-        deserialize_model=deserialize_net,
-    )
-    return Model(
-        "m3el", _forward, layers=[wrapper], init=_init, attrs={"encoder_name": net.encoder.name}
-    )
 
+    def __init__(self, net) -> None:
+        wrapper = PyTorchWrapper_v3(
+            net,
+            convert_inputs=_convert_inputs,
+            convert_outputs=_convert_outputs,
+            serialize_model=serialize_net,
+            deserialize_model=deserialize_net,
+        )
+        super().__init__(
+            "m3el",
+            _forward,
+            layers=[wrapper],
+            init=_init,
+            attrs={"encoder_name": net.encoder.name},
+        )
 
-def get_net(model: Model):
-    """The M3ELNet inside a model built by :func:`build_m3el_model`."""
-    return model.layers[0].shims[0]._model
+    @property
+    def net(self):
+        """The PyTorch module (:class:`~spacy_m3el.ml.network.M3ELNet`)."""
+        return self.layers[0].shims[0]._model
+
+    @property
+    def needs_images(self) -> bool:
+        """Whether any enabled unit looks at images (if not, images are never loaded)."""
+        return self.net.units.needs_images
+
+    @property
+    def retrieval_spec(self) -> RetrievalSpec:
+        """Which side features form the stage-1 retrieval vectors, and their weights."""
+        return self.net.retrieval_spec
+
+    def retrieval_vectors(self, side: SideArrays, *, query: bool = False) -> numpy.ndarray:
+        """Vectors whose dot products give the bi-encoder part of the score.
+
+        side (SideArrays): Mention (``query=True``) or entity side features.
+        RETURNS (numpy.ndarray[n, D]): float32 vectors.
+        """
+        return self.retrieval_spec.vectors(side, query=query)
+
+    # Inference ----------------------------------------------------------------
+
+    def featurize(self, texts: Sequence[str], images: Sequence[Optional[object]]) -> Features:
+        """Tokenize texts and preprocess images (PIL RGB images or None) for the network."""
+        return self.net.encoder.featurize(texts, images)
+
+    def encode(
+        self,
+        role: str,
+        texts: Sequence[str],
+        images: Sequence[Optional[object]],
+        batch_size: int = 64,
+    ) -> SideArrays:
+        """Side features of mentions or entities, computed ``batch_size`` items at a time.
+
+        role (str): "mention" or "entity".
+        texts (Sequence[str]): One input text per item.
+        images (Sequence[Optional[PIL.Image.Image]]): One image (or None) per item.
+        RETURNS (SideArrays): The items' side features (token arrays padded to the longest).
+        """
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+        if len(texts) != len(images):
+            raise ValueError(
+                f"Got {len(texts)} texts but {len(images)} images; give one of each per item."
+            )
+        if not texts:
+            raise ValueError("Nothing to encode: give at least one text.")
+        parts = []
+        for start in range(0, len(texts), max(1, batch_size)):
+            stop = start + max(1, batch_size)
+            features = self.featurize(texts[start:stop], images[start:stop])
+            parts.append(self.encode_features(role, features))
+        return concat_sides(parts)
+
+    def encode_features(self, role: str, features: Features) -> SideArrays:
+        """Side features of one batch of featurized items (:meth:`featurize`)."""
+        from .network import M3ELNet
+
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+        return self._call(M3ELNet.encode, role=role, features=features)
+
+    def score_candidates(
+        self, mentions: SideArrays, entities: SideArrays, entity_index: numpy.ndarray
+    ) -> Dict[str, numpy.ndarray]:
+        """Every part of the score of mention i against the entities ``entity_index[i]``.
+
+        entity_index (numpy.ndarray[n, C]): Rows of ``entities`` to score per mention.
+        RETURNS (Dict[str, numpy.ndarray[n, C]]): ``"score"``, one entry per
+            enabled unit and ``"<unit>.ok"`` availability masks.
+        """
+        from .network import M3ELNet
+
+        return self._call(
+            M3ELNet.score_candidates,
+            mentions=mentions,
+            entities=entities,
+            entity_index=numpy.asarray(entity_index, dtype="int64"),
+        )
+
+    def score(
+        self, mentions: SideArrays, entities: SideArrays, entity_index: numpy.ndarray
+    ) -> numpy.ndarray:
+        """The M3EL score of mention i against the entities ``entity_index[i]``, [n, C]."""
+        return self.score_candidates(mentions, entities, entity_index)["score"]
+
+    def bi_encoder_score(
+        self, mentions: SideArrays, entities: SideArrays, entity_index: numpy.ndarray
+    ) -> numpy.ndarray:
+        """The part of the score that stage-1 retrieval searches, [n, C]."""
+        from .network import M3ELNet
+
+        return self._call(
+            M3ELNet.bi_encoder_score,
+            mentions=mentions,
+            entities=entities,
+            entity_index=numpy.asarray(entity_index, dtype="int64"),
+        )
+
+    def fingerprint(self) -> str:
+        """A hash of the weights and the enabled units (what entity features depend on)."""
+        net = self.net
+        digest = hashlib.sha256(repr(net.units).encode("utf8"))
+        for name, tensor in sorted(net.state_dict().items()):
+            digest.update(name.encode("utf8"))
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
+
+    def _call(self, method: Callable[..., Any], **inputs) -> Any:
+        return self.layers[0].predict(_NetCall(method, inputs))
+
+    # Training -----------------------------------------------------------------
+
+    def finish_update(self, optimizer) -> None:
+        """Apply the optimizer, then move the parameters back into torch's memory.
+
+        Thinc's optimizer leaves each parameter in a tensor that shares a numpy
+        array's memory. BLAS kernels may round differently depending on memory
+        alignment, so without the copy a trained model and the same model loaded
+        from disk give scores that differ in the last bits.
+        """
+        super().finish_update(optimizer)
+        for parameter in self.net.parameters():
+            parameter.data = parameter.data.clone()
 
 
 @contextmanager
@@ -66,25 +219,31 @@ def deterministic_torch():
         torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
 
 
-def rehome_parameters(model: Model) -> None:
-    """Copy parameters updated by Thinc's optimizer back into torch-allocated memory.
+def _forward(
+    model: M3ELModel, batch: TrainingBatch, is_train: bool
+) -> Tuple[Dict[str, Any], Callable[[Any], None]]:
+    from .network import M3ELNet
 
-    Thinc's ``finish_update`` replaces each parameter with a tensor that shares
-    a numpy array's memory. BLAS kernels may round differently depending on
-    memory alignment, so without this copy a trained model and the same model
-    loaded from disk give scores that differ in the last bits.
-    """
-    for parameter in get_net(model).parameters():
-        parameter.data = parameter.data.clone()
+    call = _NetCall(
+        M3ELNet.loss,
+        {
+            "mention_features": batch.mention_features,
+            "entity_features": batch.entity_features,
+            "labels": numpy.asarray(batch.labels, dtype="int64"),
+        },
+    )
+    with deterministic_torch():
+        outputs, backprop_net = model.layers[0](call, is_train)
+
+    def backprop(_: Any = None) -> None:
+        with deterministic_torch():
+            backprop_net(None)
+
+    return outputs, backprop
 
 
-def _forward(model: Model, X: NetCall, is_train: bool):
-    return model.layers[0](X, is_train)
-
-
-def _init(model: Model, X: Optional[NetCall] = None, Y: Any = None) -> None:
-    net = get_net(model)
-    net.encoder.load_pretrained()
+def _init(model: M3ELModel, X: Any = None, Y: Any = None) -> None:
+    model.net.encoder.load_pretrained()
 
 
 def _to_torch(value: Any, device) -> Any:
@@ -107,10 +266,10 @@ def _to_numpy(value: Any) -> Any:
     return value
 
 
-def _convert_inputs(model: Model, X: NetCall, is_train: bool):
+def _convert_inputs(model: Model, X: _NetCall, is_train: bool):
     device = model.shims[0].device
-    kwargs = {"task": X.task, **_to_torch(X.inputs, device)}
-    return ArgsKwargs(args=(), kwargs=kwargs), lambda d_inputs: X
+    kwargs = _to_torch(X.inputs, device)
+    return ArgsKwargs(args=(X.method,), kwargs=kwargs), lambda d_inputs: X
 
 
 def _convert_outputs(model: Model, inputs_outputs, is_train: bool):
@@ -126,76 +285,34 @@ def _convert_outputs(model: Model, inputs_outputs, is_train: bool):
     return Y, get_d_torch
 
 
-def serialize_net(net) -> bytes:
-    """Weights (safetensors) plus the encoder's config, tokenizer and processor."""
-    from safetensors.torch import save
+def build_m3el_model(
+    encoder,
+    alignment: Callable[[int], Any],
+    *,
+    hidden_width: int,
+    image_width: int,
+    units: Tuple[bool, bool, bool, bool, bool],
+    contrastive: Tuple[float, float, float, float],
+    csra_lambda: float,
+) -> M3ELModel:
+    """Build the network from config values and wrap it; ``initialize`` loads the encoder.
 
-    state = {key: value.detach().contiguous().cpu() for key, value in net.state_dict().items()}
-    return srsly.msgpack_dumps(
-        {"version": MODEL_FORMAT_VERSION, "encoder": net.encoder.meta(), "state": save(state)}
-    )
-
-
-def deserialize_net(net, data: bytes, device) -> Any:
-    """Rebuild the encoder from stored metadata, then load the weights (no pickle, no network).
-
-    A rejected load leaves ``net`` as it was.
+    units (Tuple[bool, ...]): The text, image, t2v and v2t units and the contrastive loss.
+    contrastive (Tuple[float, ...]): Temperature, inter- and inner-source weights, weight.
     """
-    from safetensors.torch import load
+    from .network import ContrastiveSettings, M3ELNet, UnitSwitches
 
-    try:
-        msg = srsly.msgpack_loads(data)
-    except Exception as err:
-        raise ValueError(
-            f"The m3el_linker model data is corrupt and cannot be read: {err}"
-        ) from err
-    if not isinstance(msg, dict) or msg.get("version") != MODEL_FORMAT_VERSION:
-        raise ValueError(
-            "The m3el_linker model data has an unknown format. It was saved by an "
-            "incompatible version of spacy_m3el; retrain or re-save the pipeline."
-        )
-    missing_keys = [key for key in ("encoder", "state") if key not in msg]
-    if missing_keys:
-        raise ValueError(
-            f"The m3el_linker model data is incomplete (no {', '.join(missing_keys)}); re-save the pipeline."
-        )
-    try:
-        state = load(msg["state"])
-    except Exception as err:
-        raise ValueError(
-            f"The m3el_linker model data is corrupt: the weights cannot be read ({err})."
-        ) from err
-    saved_encoder = net.encoder.snapshot()
-    try:
-        net.encoder.restore(msg["encoder"])
-        _check_state(net, state)
-    except Exception as err:
-        net.encoder.reinstate(saved_encoder)
-        if isinstance(err, ValueError):
-            raise
-        raise ValueError(
-            f"The m3el_linker model data is corrupt: bad encoder metadata ({type(err).__name__}: {err})."
-        ) from err
-    net.load_state_dict(state)
-    return net.to(device)
-
-
-def _check_state(net, state: Dict[str, Any]) -> None:
-    missing, unexpected = _state_mismatch(net, state)
-    if missing or unexpected:
-        raise ValueError(
-            "The saved m3el_linker weights do not match the model built from the config "
-            f"(missing: {missing[:5]}, unexpected: {unexpected[:5]}). Was the config "
-            "(units, widths) changed after training?"
-        )
-    for key, value in net.state_dict().items():
-        if value.shape != state[key].shape:
-            raise ValueError(
-                f"Weight {key!r} has shape {tuple(state[key].shape)} in the saved model but "
-                f"{tuple(value.shape)} in the model built from the config."
-            )
-
-
-def _state_mismatch(net, state: Dict[str, Any]):
-    expected = set(net.state_dict())
-    return sorted(expected - set(state)), sorted(set(state) - expected)
+    settings = (("hidden_width", hidden_width), ("image_width", image_width))
+    for key, value in settings + (("contrastive_temperature", contrastive[0]),):
+        if value <= 0:
+            raise ValueError(f"spacy_m3el.M3EL.v1: {key} must be positive, got {value}.")
+    net = M3ELNet(
+        encoder,
+        alignment,
+        hidden_width=hidden_width,
+        image_width=image_width,
+        units=UnitSwitches(*units),
+        contrastive=ContrastiveSettings(*contrastive),
+        csra_lambda=csra_lambda,
+    )
+    return M3ELModel(net)

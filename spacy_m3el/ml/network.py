@@ -1,27 +1,35 @@
 """M3ELNet: the multi-level matching network as one PyTorch module.
 
-The network is used in three ways, chosen by the ``task`` argument of
-``forward`` so that a single Thinc PyTorch wrapper can drive it:
+The network has three entry points, which the Thinc facade
+(:class:`~spacy_m3el.ml.model.M3ELModel`) calls through one PyTorch wrapper
+by passing the method to ``forward``:
 
-- ``"encode"``: featurized texts/images -> per-side features (a flat dict of
-  tensors) for mentions or entities. Entity sides can be cached.
-- ``"score"``: mention side, entity side and the entity rows to score per
-  mention (``entity_index`` [n, C]) -> per-unit and overall scores [n, C].
-- ``"loss"``: a training batch -> the M3EL objective.
+- :meth:`M3ELNet.encode`: featurized texts/images -> side features (a flat
+  dict of tensors) of mentions or entities. Entity sides can be cached.
+- :meth:`M3ELNet.score_candidates`: mention side, entity side and the entity
+  rows to score per mention (``entity_index`` [n, C]) -> per-unit and overall
+  scores [n, C].
+- :meth:`M3ELNet.loss`: a training batch -> the M3EL objective.
+
+It also declares which terms of its score are dot products of one vector
+per side (:attr:`M3ELNet.retrieval_spec`), which stage-1 retrieval searches.
 """
 
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
+from .bi_encoder import HAS_IMAGE, RetrievalPart, RetrievalSpec
 from .encoder import CLIPEncoder, EncoderOutput
 from .layers import AlignmentFactory, CrossModalUnit, IntraModalUnit
 from .losses import intra_modal_contrastive, masked_cross_entropy
 
 Side = Dict[str, torch.Tensor]
 UNITS = ("text", "image", "t2v", "v2t")
+# The side key of the text vector kept for retrieval when the text unit is off.
+RETRIEVAL_TEXT = "retrieval.text"
 IMAGE_UNITS = ("image", "t2v", "v2t")
 
 
@@ -106,14 +114,32 @@ class M3ELNet(nn.Module):
             else None
         )
 
-    def forward(self, task: str, **inputs):
-        if task == "encode":
-            return self.encode(**inputs)
-        if task == "score":
-            return self.score_candidates(**inputs)
-        if task == "loss":
-            return self.loss(**inputs)
-        raise ValueError(f"Unknown task {task!r}")
+    def forward(self, method: Callable[..., Any], **inputs) -> Any:
+        """Run one of the entry points (``M3ELNet.encode``, ``.score_candidates``, ``.loss``)."""
+        if method not in ENTRY_POINTS:
+            names = ", ".join(f"M3ELNet.{m.__name__}" for m in ENTRY_POINTS)
+            raise ValueError(f"Unknown task {method!r}: pass one of {names}.")
+        return method(self, **inputs)
+
+    @property
+    def retrieval_spec(self) -> RetrievalSpec:
+        """The dot-product terms of :meth:`score_candidates`' sum, as side keys and weights.
+
+        The sum of these terms over the units available for a pair is the
+        ``"bi_encoder"`` part of the score; with the text unit off, the text
+        global vector is added for retrieval only.
+        """
+        parts: List[RetrievalPart] = []
+        if self.text_unit is None:
+            parts.append(RetrievalPart(RETRIEVAL_TEXT, 1.0, in_score=False))
+        else:
+            parts.append(RetrievalPart("text.g", self.text_unit.GLOBAL_WEIGHT))
+        if self.image_unit is not None:
+            parts.append(RetrievalPart("image.g", self.image_unit.GLOBAL_WEIGHT, needs_image=True))
+        for unit in ("t2v", "v2t"):
+            if getattr(self.units, unit):
+                parts.append(RetrievalPart(f"cross.{unit}", 1.0, needs_image=True))
+        return RetrievalSpec(tuple(parts))
 
     # Sides -----------------------------------------------------------------
 
@@ -128,10 +154,10 @@ class M3ELNet(nn.Module):
         text_t = self.norm_text_tokens(out.text_tokens)
         image_g = self.norm_image_global(self.image_global_fc(out.image_global))
         image_t = self.norm_image_tokens(self.image_tokens_fc(out.image_tokens))
-        side: Side = {"has_image": out.has_image}
+        side: Side = {HAS_IMAGE: out.has_image}
         if self.text_unit is None:
             # Retrieval still needs a text vector when the text unit is switched off.
-            side["retrieval.text"] = text_g
+            side[RETRIEVAL_TEXT] = text_g
         for prefix, unit, args in (
             ("text", self.text_unit, (text_g, text_t, out.text_mask)),
             (
@@ -162,18 +188,13 @@ class M3ELNet(nn.Module):
             availability masks for image units, and the overall ``"score"``:
             the mean of the units available for each pair.
         """
-        both_images = mentions["has_image"].unsqueeze(1) & entities["has_image"][entity_index]
+        both_images = mentions[HAS_IMAGE].unsqueeze(1) & entities[HAS_IMAGE][entity_index]
         scores: Dict[str, torch.Tensor] = {}
         total = torch.zeros(entity_index.shape, device=entity_index.device)
         count = torch.zeros_like(total)
         for unit in self.units.enabled:
-            if unit in ("text", "image"):
-                module = self.text_unit if unit == "text" else self.image_unit
-                value = module.score(_sub(mentions, unit), _sub(entities, unit), entity_index)
-            else:
-                value = torch.einsum(
-                    "nh,nch->nc", mentions[f"cross.{unit}"], entities[f"cross.{unit}"][entity_index]
-                )
+            bi_term, late = self._unit_terms(unit, mentions, entities, entity_index)
+            value = bi_term if late is None else bi_term + late
             ok = both_images if unit in IMAGE_UNITS else torch.ones_like(both_images)
             scores[unit] = value
             scores[f"{unit}.ok"] = ok
@@ -184,10 +205,35 @@ class M3ELNet(nn.Module):
         )
         return scores
 
+    def bi_encoder_score(
+        self, mentions: Side, entities: Side, entity_index: torch.Tensor
+    ) -> torch.Tensor:
+        """The dot-product terms of the units available for each pair, summed ([n, C]).
+
+        This is the part of the score that :attr:`retrieval_spec` turns into
+        vectors; the score is ``(bi_encoder + late interaction) / units``.
+        """
+        both_images = mentions[HAS_IMAGE].unsqueeze(1) & entities[HAS_IMAGE][entity_index]
+        total = torch.zeros(entity_index.shape, device=entity_index.device)
+        for unit in self.units.enabled:
+            bi_term, _ = self._unit_terms(unit, mentions, entities, entity_index)
+            total = total + (bi_term * both_images if unit in IMAGE_UNITS else bi_term)
+        return total
+
+    def _unit_terms(
+        self, unit: str, mentions: Side, entities: Side, entity_index: torch.Tensor
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """A unit's weighted dot-product term and its late-interaction term (None if it has none)."""
+        if unit in ("text", "image"):
+            module = self.text_unit if unit == "text" else self.image_unit
+            return module.score_parts(_sub(mentions, unit), _sub(entities, unit), entity_index)
+        key = f"cross.{unit}"
+        return torch.einsum("nh,nch->nc", mentions[key], entities[key][entity_index]), None
+
     def score_matrix(self, mentions: Side, entities: Side) -> Dict[str, torch.Tensor]:
         """All-pairs scores, each of shape [B, N]."""
-        n_m, n_e = mentions["has_image"].shape[0], entities["has_image"].shape[0]
-        every = torch.arange(n_e, device=mentions["has_image"].device).expand(n_m, n_e)
+        n_m, n_e = mentions[HAS_IMAGE].shape[0], entities[HAS_IMAGE].shape[0]
+        every = torch.arange(n_e, device=mentions[HAS_IMAGE].device).expand(n_m, n_e)
         return self.score_candidates(mentions, entities, every)
 
     # Training --------------------------------------------------------------
@@ -244,6 +290,9 @@ class M3ELNet(nn.Module):
             )
         present = [loss for loss in losses if loss is not None]
         return sum(present) / len(present) if present else None
+
+
+ENTRY_POINTS = (M3ELNet.encode, M3ELNet.score_candidates, M3ELNet.bi_encoder_score, M3ELNet.loss)
 
 
 def _sub(side: Side, prefix: str) -> Side:

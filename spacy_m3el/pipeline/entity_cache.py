@@ -18,41 +18,22 @@ from typing import Collection, Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy
 
+from ..ml.bi_encoder import RetrievalSpec
+from ..ml.sides import SideArrays, concat_sides, is_mask
 from .retrieval import RetrievalMatrix, quantize_int8
 
-SideArrays = Dict[str, numpy.ndarray]
 PRECISIONS = ("int8", "float16", "float32")
-# The bi-encoder parts of the score, and their weight in it: the text and image
-# units are (G2G + G2L) / 2, so their global dot products count half.
-RETRIEVAL_PARTS = (
-    ("text.g", 0.5),
-    ("retrieval.text", 1.0),
-    ("image.g", 0.5),
-    ("cross.t2v", 1.0),
-    ("cross.v2t", 1.0),
-)
-IMAGE_PARTS = ("image.g", "cross.t2v", "cross.v2t")
-RETRIEVAL_KEYS = frozenset([key for key, _ in RETRIEVAL_PARTS] + ["has_image"])
 RETRIEVAL_CHUNK = 32768  # entities decoded at a time when the retrieval matrix is built
 CACHE_FORMAT = "spacy_m3el.entity_cache.v1"
 
 
-def concat_sides(parts: Sequence[SideArrays]) -> SideArrays:
-    """Concatenate side features of several batches along the item axis.
-
-    Token arrays of different lengths (texts are padded per batch) are padded
-    with zeros, which their boolean masks read as padding.
-    """
-    if len(parts) == 1:
-        return dict(parts[0])
-    merged: SideArrays = {}
-    for key in parts[0]:
-        arrays = [part[key] for part in parts]
-        if arrays[0].ndim >= 2:
-            length = max(a.shape[1] for a in arrays)
-            arrays = [_pad_axis1(a, length) for a in arrays]
-        merged[key] = numpy.concatenate(arrays)
-    return merged
+def check_precision(precision: str) -> str:
+    """Return ``precision`` if it is a storage precision, else raise a ValueError saying which are."""
+    if precision not in PRECISIONS:
+        raise ValueError(
+            f"Unknown entity cache precision {precision!r}; use one of {', '.join(PRECISIONS)}."
+        )
+    return precision
 
 
 def concat_stored(parts: Sequence[Dict[str, numpy.ndarray]]) -> Dict[str, numpy.ndarray]:
@@ -72,44 +53,12 @@ def concat_stored(parts: Sequence[Dict[str, numpy.ndarray]]) -> Dict[str, numpy.
     return merged
 
 
-def _pad_axis1(array: numpy.ndarray, length: int) -> numpy.ndarray:
-    extra = length - array.shape[1]
-    if extra == 0:
-        return array
-    widths = [(0, 0)] * array.ndim
-    widths[1] = (0, extra)
-    return numpy.pad(array, widths)
-
-
-def take_rows(side: SideArrays, rows: Sequence[int]) -> SideArrays:
-    index = numpy.asarray(rows, dtype="int64")
-    return {key: value[index] for key, value in side.items()}
-
-
-def retrieval_vectors(side: SideArrays, query: bool = False) -> numpy.ndarray:
-    """Vectors whose dot products sum the bi-encoder parts of the M3EL score.
-
-    Image-dependent parts are zeroed for items without an image, so they count
-    only when both sides have one. Weights are applied on the query side only.
-    """
-    has_image = side["has_image"].astype("float32")[:, None]
-    parts = []
-    for key, weight in RETRIEVAL_PARTS:
-        if key in side:
-            vectors = side[key].astype("float32")
-            if key in IMAGE_PARTS:
-                vectors = vectors * has_image
-            parts.append(vectors * weight if query else vectors)
-    return numpy.ascontiguousarray(numpy.concatenate(parts, axis=1))
-
-
 def encode_side(side: SideArrays, precision: str) -> Dict[str, numpy.ndarray]:
-    """Compact storage of side features: masks as lengths, floats at ``precision``."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"Unknown entity cache precision {precision!r}; use one of {PRECISIONS}.")
+    """Compact storage of side features: masks as lengths, flags as uint8, floats at ``precision``."""
+    check_precision(precision)
     stored: Dict[str, numpy.ndarray] = {}
     for key, value in side.items():
-        if key.endswith(".mask"):
+        if is_mask(value):
             if value.size and not (numpy.diff(value.astype("int8"), axis=1) <= 0).all():
                 raise ValueError(f"{key} is not a right-padding mask; cannot store it as lengths.")
             stored[f"{key}:len"] = value.sum(axis=1).astype("int32")
@@ -150,7 +99,7 @@ def decode_rows(
             side[key] = value[index].astype("float32") * stored[f"{key}:scale"][index].astype(
                 "float32"
             )
-        elif key == "has_image":
+        elif value.dtype == numpy.uint8:  # a per-item flag
             side[key] = value[index].astype(bool)
         else:
             side[key] = value[index].astype("float32")
@@ -165,6 +114,8 @@ class EntityCache:
     precision (str): "int8", "float16" or "float32".
     model_fingerprint (str): fingerprint of the weights the features come from.
     kb_fingerprint (str): fingerprint of the KB they come from.
+    retrieval_spec (RetrievalSpec): which stored features form the retrieval
+        vectors (given by the model, see ``M3ELModel.retrieval_spec``).
     """
 
     def __init__(
@@ -174,10 +125,12 @@ class EntityCache:
         precision: str,
         model_fingerprint: str,
         kb_fingerprint: str,
+        retrieval_spec: RetrievalSpec,
     ):
         self.kb_ids = list(kb_ids)
         self.stored = stored
-        self.precision = precision
+        self.precision = check_precision(precision)
+        self.retrieval_spec = retrieval_spec
         self.model_fingerprint = model_fingerprint
         self.kb_fingerprint = kb_fingerprint
         self.rows = {kb_id: i for i, kb_id in enumerate(self.kb_ids)}
@@ -200,10 +153,11 @@ class EntityCache:
         precision: str,
         model_fingerprint: str,
         kb_fingerprint: str,
+        retrieval_spec: RetrievalSpec,
     ) -> "EntityCache":
-        return cls(
-            kb_ids, encode_side(side, precision), precision, model_fingerprint, kb_fingerprint
-        )
+        """A cache of float side features (as the model computes them), stored at ``precision``."""
+        stored = encode_side(side, precision)
+        return cls(kb_ids, stored, precision, model_fingerprint, kb_fingerprint, retrieval_spec)
 
     def __len__(self) -> int:
         return len(self.kb_ids)
@@ -225,7 +179,8 @@ class EntityCache:
 
     def retrieval_vectors(self, rows: Union[slice, Sequence[int]]) -> numpy.ndarray:
         """Float32 retrieval vectors of some rows, from the stored features (at the cache's precision)."""
-        return retrieval_vectors(decode_rows(self.stored, rows, RETRIEVAL_KEYS))
+        side = decode_rows(self.stored, rows, self.retrieval_spec.keys)
+        return self.retrieval_spec.vectors(side)
 
     def rows_of(self, kb_ids: Iterable[str]) -> List[int]:
         return [self.rows[kb_id] for kb_id in kb_ids if kb_id in self.rows]
@@ -258,7 +213,7 @@ class EntityCache:
         save_file(tensors, str(path), metadata=metadata)
 
     @classmethod
-    def from_disk(cls, path: Union[str, Path]) -> "EntityCache":
+    def from_disk(cls, path: Union[str, Path], retrieval_spec: RetrievalSpec) -> "EntityCache":
         from safetensors import safe_open
 
         try:
@@ -279,4 +234,5 @@ class EntityCache:
             metadata["precision"],
             metadata["model_fingerprint"],
             metadata["kb_fingerprint"],
+            retrieval_spec,
         )

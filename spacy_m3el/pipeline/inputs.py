@@ -46,19 +46,29 @@ def entity_text(record: EntityRecord) -> str:
     return record.name + SEPARATOR + record.description if record.description else record.name
 
 
-class ImageCache:
-    """Decoded images keyed by their stored value, least recently used evicted.
+class ImageLoader:
+    """Decodes the images of docs and KB entities for a component.
 
-    Only paths and bytes are cached (arrays are already decoded). Failures are
-    cached too, so a broken file is reported once per batch, not re-read.
+    The one place where the linker turns stored image values into pictures:
+    decoding is :func:`~spacy_m3el.images.load_image`; paths and bytes are
+    kept decoded in a least-recently-used cache, failures too, so a broken
+    file is reported once per batch, not re-read.
+
+    size (int): How many decoded images to keep (0 keeps none).
+    component (str): The component name, for warnings.
     """
 
-    def __init__(self, size: int = 512):
+    def __init__(self, size: int = 512, component: str = "m3el_linker"):
         self.size = size
+        self.component = component
         self._items: "OrderedDict[Hashable, Tuple[object, Optional[str]]]" = OrderedDict()
 
     def load(self, value: ImageValue) -> Tuple[object, Optional[str]]:
-        """Return (PIL image or None, error message or None)."""
+        """Decode one stored value.
+
+        RETURNS (Tuple[Optional[PIL.Image.Image], Optional[str]]): the image
+            and None, or None and the reason it cannot be read.
+        """
         if not isinstance(value, (str, bytes)) or self.size <= 0:
             return _decode(value)
         if value in self._items:
@@ -70,6 +80,52 @@ class ImageCache:
             self._items.popitem(last=False)
         return result
 
+    def doc_images(self, docs: List[Doc], attr: str) -> Tuple[List[object], List[str]]:
+        """Load each doc's image; unreadable images become None with a status.
+
+        Logs one warning per call with counts, not one per doc.
+
+        docs (List[Doc]): The docs.
+        attr (str): The Doc extension holding the image.
+        RETURNS (Tuple[List[Optional[PIL.Image.Image]], List[str]]): images and statuses.
+        """
+        images, statuses = [], []
+        failures: Counter = Counter()
+        for doc in docs:
+            value = get_image(doc, attr)
+            if value is None:
+                images.append(None)
+                statuses.append(STATUS_NONE)
+                continue
+            image, error = self.load(value)
+            images.append(image)
+            if error is None:
+                statuses.append(STATUS_OK)
+            else:
+                statuses.append(f"{STATUS_UNREADABLE}: {error}")
+                failures[error.split(":")[0]] += 1
+        if failures:
+            summary = ", ".join(f"{count} x {reason}" for reason, count in failures.most_common())
+            logger.warning(
+                "%s: %d of %d images in this batch could not be read and were linked "
+                "with text only (%s). See doc._.m3el_image_status.",
+                self.component,
+                sum(failures.values()),
+                len(docs),
+                summary,
+            )
+        return images, statuses
+
+    def entity_image(self, kb: MultimodalKB, record: EntityRecord, choice: int = 0):
+        """One image of an entity (``choice`` indexes its images); None if it has none or it fails."""
+        if not record.images:
+            return None
+        ref = kb.resolve_image(record.images[choice % len(record.images)])
+        image, error = self.load(ref)
+        if error is not None:
+            logger.debug("Image of entity %s unreadable: %s", record.kb_id, error)
+        return image
+
     def clear(self) -> None:
         self._items.clear()
 
@@ -79,50 +135,3 @@ def _decode(value: ImageValue) -> Tuple[object, Optional[str]]:
         return load_image(value), None
     except ImageLoadError as err:
         return None, str(err)
-
-
-def load_doc_images(
-    docs: List[Doc], attr: str, cache: ImageCache, component: str
-) -> Tuple[List[object], List[str]]:
-    """Load each doc's image; unreadable images become None with a status.
-
-    Logs one warning per call with counts, not one per doc.
-    RETURNS (Tuple[List[Optional[PIL.Image]], List[str]]): images and statuses.
-    """
-    images, statuses = [], []
-    failures: Counter = Counter()
-    for doc in docs:
-        value = get_image(doc, attr)
-        if value is None:
-            images.append(None)
-            statuses.append(STATUS_NONE)
-            continue
-        image, error = cache.load(value)
-        images.append(image)
-        if error is None:
-            statuses.append(STATUS_OK)
-        else:
-            statuses.append(f"{STATUS_UNREADABLE}: {error}")
-            failures[error.split(":")[0]] += 1
-    if failures:
-        summary = ", ".join(f"{count} x {reason}" for reason, count in failures.most_common())
-        logger.warning(
-            "%s: %d of %d images in this batch could not be read and were linked "
-            "with text only (%s). See doc._.m3el_image_status.",
-            component,
-            sum(failures.values()),
-            len(docs),
-            summary,
-        )
-    return images, statuses
-
-
-def load_entity_image(kb: MultimodalKB, record: EntityRecord, cache: ImageCache, choice: int = 0):
-    """Load one image of an entity (``choice`` indexes its images); None if it has none or it fails."""
-    if not record.images:
-        return None
-    ref = kb.resolve_image(record.images[choice % len(record.images)])
-    image, error = cache.load(ref)
-    if error is not None:
-        logger.debug("Image of entity %s unreadable: %s", record.kb_id, error)
-    return image

@@ -6,7 +6,7 @@ import srsly
 import torch
 from PIL import Image
 
-from spacy_m3el.ml.model import NetCall, get_net, rehome_parameters
+from spacy_m3el.ml.model import TrainingBatch
 from spacy_m3el.registrations import (
     build_attention_alignment_v1,
     build_clip_encoder_v1,
@@ -48,27 +48,25 @@ def image(i):
 
 
 def features(model, texts, with_images):
-    return get_net(model).encoder.featurize(
+    return model.net.encoder.featurize(
         texts, [image(i) if keep else None for i, keep in enumerate(with_images)]
     )
 
 
 def loss_batch(model):
-    return {
-        "mention_features": features(model, TEXTS[:3], (True, False, True)),
-        "entity_features": features(model, TEXTS, (True, True, True, False)),
-        "labels": numpy.array([0, 1, 2]),
-    }
+    return TrainingBatch(
+        mention_features=features(model, TEXTS[:3], (True, False, True)),
+        entity_features=features(model, TEXTS, (True, True, True, False)),
+        labels=numpy.array([0, 1, 2]),
+    )
 
 
 def predictions(model, mention_features, entity_features):
-    """encode (both roles) and score outputs through model.predict."""
-    mentions = model.predict(NetCall("encode", {"role": "mention", "features": mention_features}))
-    entities = model.predict(NetCall("encode", {"role": "entity", "features": entity_features}))
+    """encode (both roles) and score outputs through the model's methods."""
+    mentions = model.encode_features("mention", mention_features)
+    entities = model.encode_features("entity", entity_features)
     entity_index = numpy.array([[3, 0], [0, 1], [1, 2]])
-    scores = model.predict(
-        NetCall("score", {"mentions": mentions, "entities": entities, "entity_index": entity_index})
-    )
+    scores = model.score_candidates(mentions, entities, entity_index)
     return {"mention": mentions, "entity": entities, "score": scores}
 
 
@@ -88,7 +86,7 @@ def train_steps(model, n, optimizer=None):
     data = loss_batch(model)
     losses = []
     for _ in range(n):
-        out, backprop = model.begin_update(NetCall("loss", data))
+        out, backprop = model.begin_update(data)
         backprop(None)
         model.finish_update(optimizer)
         losses.append(float(out["loss"]))
@@ -102,7 +100,7 @@ def test_initialize_loads_the_checkpoint(clip_path):
     from transformers import CLIPModel
 
     model = build(clip_path)
-    net = get_net(model)
+    net = model.net
     assert not net.encoder.is_loaded
     with pytest.raises(RuntimeError, match="initialize"):
         net.encoder.featurize(["x"], [None])
@@ -113,18 +111,14 @@ def test_initialize_loads_the_checkpoint(clip_path):
     assert loaded.keys() == reference.keys()
     for key, value in reference.items():
         assert torch.equal(loaded[key], value), key
-    out = model.predict(
-        NetCall(
-            "encode", {"role": "mention", "features": features(model, TEXTS[:2], (True, False))}
-        )
-    )
+    out = model.encode_features("mention", features(model, TEXTS[:2], (True, False)))
     assert out["has_image"].tolist() == [True, False]
     assert all(isinstance(value, numpy.ndarray) for value in out.values())
 
 
 def test_initialize_from_a_local_folder_needs_no_network(clip_path, no_network):
     model = initialized(clip_path)
-    assert get_net(model).encoder.is_loaded
+    assert model.net.encoder.is_loaded
 
 
 @pytest.mark.parametrize("setting", ["hidden_width", "image_width", "contrastive_temperature"])
@@ -148,7 +142,6 @@ def trained(clip_path):
     """An initialized model after two Adam steps (weights differ from the checkpoint), its bytes and outputs."""
     model = initialized(clip_path)
     train_steps(model, 2)
-    rehome_parameters(model)  # as M3ELLinker.finish_update does
     m_feats = features(model, TEXTS[:3], (True, False, True))
     e_feats = features(model, TEXTS, (True, True, False, True))
     return {
@@ -163,7 +156,7 @@ def trained(clip_path):
 def test_bytes_round_trip_is_bit_identical_and_offline(clip_path, trained, no_network, name):
     """A fresh model from the same config (or naming a hub checkpoint that is not available) loads the bytes."""
     fresh = build(clip_path if name == "same" else name, seed=1)
-    assert not get_net(fresh).encoder.is_loaded
+    assert not fresh.net.encoder.is_loaded
     fresh.from_bytes(trained["bytes"])
     assert_bit_identical(trained["outputs"], predictions(fresh, *trained["inputs"]))
     # The restored model's own bytes load again to the same outputs.
@@ -171,7 +164,7 @@ def test_bytes_round_trip_is_bit_identical_and_offline(clip_path, trained, no_ne
     assert_bit_identical(trained["outputs"], predictions(again, *trained["inputs"]))
     # Tokenizer and image processor are restored too.
     raw = trained["model"].layers[0].shims[0]._model.encoder.featurize(TEXTS, [image(0)] * 4)
-    restored = get_net(fresh).encoder.featurize(TEXTS, [image(0)] * 4)
+    restored = fresh.net.encoder.featurize(TEXTS, [image(0)] * 4)
     for key in raw:
         numpy.testing.assert_array_equal(restored[key], raw[key])
 
@@ -185,9 +178,9 @@ def test_restored_model_keeps_training(clip_path, trained):
 def test_uninitialized_model_round_trips(clip_path):
     model = build(clip_path)
     fresh = build(clip_path, seed=1).from_bytes(model.to_bytes())
-    assert not get_net(fresh).encoder.is_loaded
+    assert not fresh.net.encoder.is_loaded
     for (key, value), other in zip(
-        get_net(model).state_dict().items(), get_net(fresh).state_dict().values()
+        model.net.state_dict().items(), fresh.net.state_dict().values()
     ):
         assert torch.equal(value, other), key
 
@@ -294,11 +287,11 @@ def test_training_updates_parameters_and_lowers_the_loss(clip_path):
     from thinc.api import Adam
 
     model = initialized(clip_path)
-    net = get_net(model)
+    net = model.net
     before = {key: value.detach().clone() for key, value in net.named_parameters()}
     optimizer = Adam(0.001)
     data = loss_batch(model)
-    out, backprop = model.begin_update(NetCall("loss", data))
+    out, backprop = model.begin_update(data)
     assert isinstance(out["loss"], numpy.ndarray) and out["loss"].shape == ()
     assert out["score"].shape == (3, 4)
     assert {
@@ -345,7 +338,7 @@ def test_deterministic_torch_restores_the_setting():
 
 def test_predict_does_not_track_gradients_or_change_weights(clip_path):
     model = initialized(clip_path)
-    net = get_net(model)
+    net = model.net
     before = {key: value.clone() for key, value in net.state_dict().items()}
     m_feats, e_feats = (
         features(model, TEXTS[:3], (True, False, True)),

@@ -212,7 +212,9 @@ def test_scoring_candidates_agrees_with_the_score_matrix(net):
         matrix = net.score_matrix(mentions, entities)
         entity_index = torch.tensor([[1, 3, 3], [0, 2, 1], [2, 0, 3]])
         candidates = net.score_candidates(mentions, entities, entity_index)
-        forward = net("score", mentions=mentions, entities=entities, entity_index=entity_index)
+        forward = net(
+            M3ELNet.score_candidates, mentions=mentions, entities=entities, entity_index=entity_index
+        )
     assert (
         set(candidates)
         == set(matrix)

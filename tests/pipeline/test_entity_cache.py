@@ -12,10 +12,22 @@ from spacy_m3el.pipeline.entity_cache import (
     concat_stored,
     decode_rows,
     encode_side,
-    retrieval_vectors,
 )
 
+from spacy_m3el.ml.bi_encoder import RetrievalPart, RetrievalSpec
+
 from ..util import ENTITIES, color_image, make_doc, make_examples, train, unlabeled
+
+
+# What the full M3EL model declares for the keys of random_side.
+SPEC = RetrievalSpec(
+    (
+        RetrievalPart("text.g", 0.5),
+        RetrievalPart("image.g", 0.5, needs_image=True),
+        RetrievalPart("cross.t2v", 1.0, needs_image=True),
+    )
+)
+retrieval_vectors = SPEC.vectors
 
 
 def random_side(n=7, length=5, width=4, seed=0):
@@ -50,7 +62,7 @@ def test_encode_decode(precision, tolerance):
 def test_compact_sizes():
     side = random_side(n=10, length=40, width=96)
     sizes = {
-        p: EntityCache.from_side([str(i) for i in range(10)], side, p, "m", "k").bytes_per_entity
+        p: EntityCache.from_side([str(i) for i in range(10)], side, p, "m", "k", SPEC).bytes_per_entity
         for p in ("int8", "float16", "float32")
     }
     assert sizes["int8"] < sizes["float16"] < sizes["float32"]
@@ -72,22 +84,22 @@ def test_unknown_precision():
 
 def test_disk_round_trip_and_corrupt_file(tmp_path):
     ids = [f"Q{i}" for i in range(7)]
-    cache = EntityCache.from_side(ids, random_side(), "int8", "model-fp", "kb-fp")
+    cache = EntityCache.from_side(ids, random_side(), "int8", "model-fp", "kb-fp", SPEC)
     cache.to_disk(tmp_path / "cache.safetensors")
-    loaded = EntityCache.from_disk(tmp_path / "cache.safetensors")
+    loaded = EntityCache.from_disk(tmp_path / "cache.safetensors", SPEC)
     assert loaded.kb_ids == ids and loaded.precision == "int8"
     assert loaded.matches("model-fp", "kb-fp") and not loaded.matches("other", "kb-fp")
     for key, value in cache.stored.items():
         numpy.testing.assert_array_equal(loaded.stored[key], value)
     (tmp_path / "bad.safetensors").write_bytes(b"\x00garbage")
     with pytest.raises(ValueError, match="cannot be read"):
-        EntityCache.from_disk(tmp_path / "bad.safetensors")
+        EntityCache.from_disk(tmp_path / "bad.safetensors", SPEC)
 
 
 @pytest.mark.parametrize("precision", ["float32", "int8"])
 def test_nearest_matches_brute_force_over_the_stored_vectors(precision):
     side = random_side(n=3000, width=16, seed=3)
-    cache = EntityCache.from_side([str(i) for i in range(3000)], side, precision, "m", "k")
+    cache = EntityCache.from_side([str(i) for i in range(3000)], side, precision, "m", "k", SPEC)
     stored = retrieval_vectors(decode_rows(cache.stored))  # float32 ones are the encoder's own
     queries = retrieval_vectors(random_side(n=6, width=16, seed=4), query=True)
     expected = numpy.argsort(-(queries @ stored.T), axis=1)[:, :5]
@@ -97,7 +109,7 @@ def test_nearest_matches_brute_force_over_the_stored_vectors(precision):
 
 def test_most_similar_ranks_the_given_rows_only():
     side = random_side(n=50, seed=5)
-    cache = EntityCache.from_side([str(i) for i in range(50)], side, "float32", "m", "k")
+    cache = EntityCache.from_side([str(i) for i in range(50)], side, "float32", "m", "k", SPEC)
     query = retrieval_vectors(random_side(n=1, seed=6), query=True)[0]
     rows = [40, 3, 17, 8, 29, 11]
     scores = retrieval_vectors(decode_rows(cache.stored, rows)) @ query
@@ -160,7 +172,7 @@ def test_saved_pipeline_reuses_its_cache(build_nlp, tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the KB was re-encoded although the saved cache is current")
 
-    monkeypatch.setattr(linker, "build_entity_cache", refuse)
+    monkeypatch.setattr(linker.index, "build", refuse)
     assert [loaded(unlabeled(loaded, eg)).ents[0]._.m3el_candidates for eg in examples] == before
 
 

@@ -172,15 +172,13 @@ def test_top_k_adds_nearest_entities(build_nlp):
 @pytest.mark.parametrize("max_candidates", [None, 6, 3, 1])
 def test_max_candidates_keeps_the_most_similar(build_nlp, max_candidates):
     """With every entity a candidate (top_k 6 of 6), the cap keeps the most similar ones."""
-    from spacy_m3el.pipeline.entity_cache import retrieval_vectors
-
     nlp = build_nlp(component_overrides={"top_k": 6, "max_candidates": max_candidates})
     linker = nlp.get_pipe("m3el_linker")
     doc = make_doc(nlp, "Q3", color_image(ENTITIES[2][3]))
     doc = nlp(doc)
     ranked = {kb_id for kb_id, _ in doc.ents[0]._.m3el_candidates}
     images, _ = linker.load_images([doc])
-    query = retrieval_vectors(linker._encode_mentions([doc.ents[0]], images), query=True)
+    query = linker.model.retrieval_vectors(linker.encode_mentions([doc.ents[0]], images), query=True)
     cache = linker.entity_cache
     expected = {cache.kb_ids[row] for row in cache.nearest(query, max_candidates or 6)[0]}
     assert ranked == expected and len(ranked) == (max_candidates or 6)

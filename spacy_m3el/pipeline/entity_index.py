@@ -1,0 +1,183 @@
+"""The entity index: the entity cache's life cycle, and stage 1 of linking.
+
+:class:`EntityIndex` keeps one :class:`~.entity_cache.EntityCache` that
+matches the current weights and KB: it reuses a loaded or built cache while
+the model and KB are unchanged, checks a loaded cache's fingerprints on first
+use (a stale one is rebuilt, with a warning), builds a cache a batch of
+entities at a time, and saves it only when it is current.
+
+:func:`retrieve_candidates` is stage 1: for each mention, the KB's alias
+candidates plus the ``top_k`` entities nearest by the bi-encoder part of the
+score, capped at ``max_candidates``.
+"""
+
+import logging
+from pathlib import Path
+from typing import Any, Iterable, List, Optional, Tuple
+
+import numpy
+
+from ..kb import MultimodalKB
+from ..ml.model import M3ELModel
+from .entity_cache import EntityCache, check_precision, concat_stored, encode_side
+from .inputs import ImageLoader, entity_text
+
+logger = logging.getLogger("spacy_m3el")
+CACHE_FILE = "entity_cache.safetensors"
+
+
+class EntityIndex:
+    """Every KB entity encoded with the current weights, built or checked on first use.
+
+    model (M3ELModel): The model whose entity sides are cached.
+    images (ImageLoader): Loads the entities' images.
+    precision (str): "int8", "float16" or "float32" storage.
+    batch_size (int): Entities encoded at a time when the cache is built.
+    component (str): The component name, for messages.
+    """
+
+    def __init__(
+        self,
+        model: M3ELModel,
+        images: ImageLoader,
+        *,
+        precision: str = "int8",
+        batch_size: int = 64,
+        component: str = "m3el_linker",
+    ):
+        self.model = model
+        self.images = images
+        self.precision = check_precision(precision)
+        self.batch_size = batch_size
+        self.component = component
+        self._cache: Optional[EntityCache] = None
+        self._key: Optional[Tuple[int, int, int]] = None
+        self._model_version = 0
+
+    def model_changed(self) -> None:
+        """Mark the weights as changed: the next use checks (and rebuilds) the cache."""
+        self._model_version += 1
+
+    def _current_key(self, kb: MultimodalKB) -> Tuple[int, int, int]:
+        return (self._model_version, id(kb), len(kb))
+
+    def is_current(self, kb: MultimodalKB) -> bool:
+        """Whether the cache in memory was made or checked for these weights and this KB."""
+        return self._cache is not None and self._key == self._current_key(kb)
+
+    def cache(self, kb: MultimodalKB) -> EntityCache:
+        """The cache for the current weights and ``kb``: reused, checked or built.
+
+        Checking a loaded cache hashes the weights and the KB, which is cheap
+        next to encoding the KB; while neither changes it is not repeated.
+        """
+        key = self._current_key(kb)
+        if self._cache is not None and self._key == key:
+            return self._cache
+        model_fp, kb_fp = self.model.fingerprint(), kb.fingerprint()
+        if self._cache is not None and self._cache.matches(model_fp, kb_fp):
+            self._key = key
+            return self._cache
+        if self._cache is not None and self._key is None:
+            stale = "weights" if self._cache.model_fingerprint != model_fp else "knowledge base"
+            logger.warning(
+                "%s: the saved entity cache does not match the current %s; re-encoding the KB.",
+                self.component,
+                stale,
+            )
+        self._cache = self.build(kb, model_fp, kb_fp)
+        self._key = key
+        return self._cache
+
+    def build(
+        self,
+        kb: MultimodalKB,
+        model_fingerprint: Optional[str] = None,
+        kb_fingerprint: Optional[str] = None,
+    ) -> EntityCache:
+        """Encode every KB entity (its first image) with the current weights.
+
+        Entities are decoded, encoded and compacted a batch at a time, so memory
+        holds one batch of images and float features, not the whole KB's.
+        """
+        records = list(kb.records())
+        needs_images = self.model.needs_images
+        stored, unreadable = [], 0
+        for start in range(0, len(records), self.batch_size):
+            batch = records[start : start + self.batch_size]
+            images = [self.images.entity_image(kb, r) if needs_images else None for r in batch]
+            unreadable += sum(
+                1 for r, image in zip(batch, images) if needs_images and r.images and image is None
+            )
+            texts = [entity_text(r) for r in batch]
+            side = self.model.encode("entity", texts, images, batch_size=self.batch_size)
+            stored.append(encode_side(side, self.precision))
+        if unreadable:
+            logger.warning(
+                "%s: %d entity images could not be read; those entities are encoded from text only.",
+                self.component,
+                unreadable,
+            )
+        return EntityCache(
+            [r.kb_id for r in records],
+            concat_stored(stored),
+            self.precision,
+            model_fingerprint or self.model.fingerprint(),
+            kb_fingerprint or kb.fingerprint(),
+            self.model.retrieval_spec,
+        )
+
+    # Serialization ------------------------------------------------------------
+
+    def save(self, path: Path, kb: MultimodalKB) -> None:
+        """Write the cache if it is current for ``kb`` (never compute it just to save it)."""
+        if self.is_current(kb):
+            self._cache.to_disk(path)
+
+    def load(self, path: Path) -> None:
+        """Read a saved cache; it is checked against the weights and KB on first use.
+
+        A missing file leaves no cache; an unreadable one is ignored with a warning
+        (it is rebuilt when needed).
+        """
+        self._cache, self._key = None, None
+        if not path.exists():
+            return
+        try:
+            self._cache = EntityCache.from_disk(path, self.model.retrieval_spec)
+        except ValueError as err:
+            logger.warning(
+                "%s: ignoring the saved entity cache, it is rebuilt when needed: %s",
+                self.component,
+                err,
+            )
+
+
+def retrieve_candidates(
+    cache: EntityCache,
+    queries: numpy.ndarray,
+    alias_candidates: Iterable[Iterable[Any]],
+    *,
+    top_k: int,
+    max_candidates: Optional[int],
+) -> List[List[int]]:
+    """Stage 1: the entity cache rows that stage 2 reranks, per mention.
+
+    cache (EntityCache): The entity cache of the current weights and KB.
+    queries (numpy.ndarray[n, D]): The mentions' retrieval vectors
+        (``M3ELModel.retrieval_vectors(side, query=True)``).
+    alias_candidates (Iterable[Iterable[Candidate]]): The KB's candidates per mention.
+    top_k (int): How many nearest entities to add.
+    max_candidates (Optional[int]): Keep at most this many rows, those with the
+        highest retrieval score (the top_k nearest always among them).
+    RETURNS (List[List[int]]): The alias candidates' rows, then the nearest.
+    """
+    nearest = cache.nearest(queries, top_k)
+    rows_per_mention = []
+    for query, aliases, near in zip(queries, alias_candidates, nearest):
+        rows = list(dict.fromkeys(cache.rows_of(c.entity_ for c in aliases) + near))
+        if max_candidates is not None and len(rows) > max_candidates:
+            rows = cache.most_similar(query, rows, max_candidates)
+        rows_per_mention.append(rows)
+    return rows_per_mention
+

@@ -1,0 +1,82 @@
+"""Stage 2 of linking (reranking candidates with the full score) and exhaustive ranking."""
+
+from typing import List, Optional, Sequence, Tuple
+
+import numpy
+
+from ..kb import NIL
+from ..ml.model import M3ELModel
+from ..ml.sides import SideArrays
+from .entity_cache import EntityCache
+
+Ranking = List[Tuple[str, float]]
+
+
+def rerank(
+    model: M3ELModel, mentions: SideArrays, cache: EntityCache, rows_per_mention: List[List[int]]
+) -> List[Ranking]:
+    """Stage 2: the full score of each mention's candidate rows, as rankings.
+
+    Only the candidates' rows are decoded from the cache, once each, and all
+    mentions are scored in one call.
+
+    model (M3ELModel): The model.
+    mentions (SideArrays): The mentions' side features.
+    cache (EntityCache): The entity cache of the current weights and KB.
+    rows_per_mention (List[List[int]]): The cache rows to score per mention (stage 1).
+    RETURNS (List[Ranking]): Per mention, ``(kb_id, probability)`` best first.
+    """
+    unique_rows = sorted({row for rows in rows_per_mention for row in rows})
+    if not unique_rows:
+        return [[] for _ in rows_per_mention]
+    local = {row: j for j, row in enumerate(unique_rows)}
+    # One row of candidates per mention, padded (with entity 0) to the longest.
+    width = max(len(rows) for rows in rows_per_mention)
+    entity_index = numpy.zeros((len(rows_per_mention), width), dtype="int64")
+    for i, rows in enumerate(rows_per_mention):
+        entity_index[i, : len(rows)] = [local[row] for row in rows]
+    scores = model.score(mentions, cache.side_rows(unique_rows), entity_index)
+    return [
+        to_ranking([cache.kb_ids[row] for row in rows], scores[i, : len(rows)])
+        for i, rows in enumerate(rows_per_mention)
+    ]
+
+
+def score_all(
+    model: M3ELModel, mentions: SideArrays, cache: EntityCache, entity_chunk_size: int = 2048
+) -> numpy.ndarray:
+    """Full scores of each mention against every cached entity (the papers' protocol).
+
+    Entities are scored in chunks, so memory is bounded by
+    ``n_mentions * entity_chunk_size`` pairs, plus the ``[n_mentions, N]`` result.
+
+    RETURNS (numpy.ndarray[n_mentions, N]): Scores, columns in ``cache.kb_ids`` order.
+    """
+    n_mentions, n_entities = len(mentions[next(iter(mentions))]), len(cache)
+    scores = numpy.zeros((n_mentions, n_entities), dtype="float32")
+    for start in range(0, n_entities, entity_chunk_size):
+        rows = list(range(start, min(start + entity_chunk_size, n_entities)))
+        every = numpy.broadcast_to(numpy.arange(len(rows)), (n_mentions, len(rows)))
+        scores[:, start : start + len(rows)] = model.score(mentions, cache.side_rows(rows), every)
+    return scores
+
+
+def to_ranking(kb_ids: Sequence[str], scores: numpy.ndarray) -> Ranking:
+    """Sort candidates by score; report softmax probabilities over the candidates."""
+    if not kb_ids:
+        return []
+    scores = scores.astype("float64")
+    probabilities = numpy.exp(scores - scores.max())
+    probabilities /= probabilities.sum()
+    order = numpy.argsort(-scores, kind="stable")
+    return [(kb_ids[i], float(probabilities[i])) for i in order]
+
+
+def choose(ranking: Ranking, threshold: Optional[float]) -> str:
+    """The linked KB ID: the best candidate, or NIL if there is none or it is below threshold."""
+    if not ranking:
+        return NIL
+    kb_id, probability = ranking[0]
+    if threshold is not None and probability < threshold:
+        return NIL
+    return kb_id

@@ -1,0 +1,41 @@
+"""Checks of the linker's settings, with messages that say what to change."""
+
+from typing import Optional
+
+from spacy.errors import Errors
+
+from .entity_cache import check_precision
+
+
+def check_settings(
+    name: str,
+    *,
+    threshold: Optional[float],
+    max_candidates: Optional[int],
+    top_k: int,
+    n_hard_negatives: int,
+    max_context_tokens: int,
+    entity_batch_size: int,
+    entity_cache_precision: str,
+) -> None:
+    """Raise a ValueError naming the component and the setting if a value is out of range."""
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise ValueError(Errors.E1043)
+    if max_candidates is not None and max_candidates < 1:
+        raise ValueError(
+            f"{name}: max_candidates must be at least 1 (or null for no limit), "
+            f"got {max_candidates}."
+        )
+    minimums = {
+        "top_k": (top_k, 0),
+        "n_hard_negatives": (n_hard_negatives, 0),
+        "max_context_tokens": (max_context_tokens, 1),
+        "entity_batch_size": (entity_batch_size, 1),
+    }
+    for key, (value, minimum) in minimums.items():
+        if value < minimum:
+            raise ValueError(f"{name}: {key} must be at least {minimum}, got {value}.")
+    try:
+        check_precision(entity_cache_precision)
+    except ValueError as err:
+        raise ValueError(f"{name}: entity_cache_precision: {err}") from err

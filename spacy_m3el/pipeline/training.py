@@ -1,0 +1,125 @@
+"""Training batches for the linker: gold mentions, negatives, and the model's inputs."""
+
+from typing import Any, Callable, Iterable, List, Optional, Tuple
+
+import numpy
+from spacy.tokens import Span
+from spacy.training import Example
+
+from ..images import copy_image
+from ..kb import MultimodalKB
+from ..ml.model import M3ELModel, TrainingBatch
+from .gold import GOLD_NOT_IN_KB, GOLD_OK, gold_status, missing_gold_message
+from .inputs import ImageLoader, entity_text, mention_text
+
+
+def with_gold_ents(examples: List[Example]) -> List[Example]:
+    """Copies of the examples whose predicted docs carry the gold entities."""
+    result = []
+    for eg in examples:
+        ents, _ = eg.get_aligned_ents_and_ner()
+        new_eg = eg.copy()
+        new_eg.predicted.ents = ents
+        result.append(new_eg)
+    return result
+
+
+def with_images(examples: List[Example], attr: str) -> List[Example]:
+    """Give predicted docs the reference's image if they have none (spacy.Corpus drops it)."""
+    for eg in examples:
+        copy_image(eg.reference, eg.predicted, attr)
+    return examples
+
+
+class GoldMentions:
+    """Collects the predicted entity spans that a batch can learn from, with their gold IDs.
+
+    kb (MultimodalKB): The knowledge base.
+    labels_discard (Iterable[str]): NER labels that are never linked.
+    ignore_missing_gold (bool): Skip (and count) gold IDs that are not in the
+        KB instead of raising an error.
+    component (str): The component name, for messages.
+    """
+
+    def __init__(
+        self,
+        kb: MultimodalKB,
+        labels_discard: Iterable[str],
+        ignore_missing_gold: bool,
+        component: str,
+    ):
+        self.kb = kb
+        self.labels_discard = tuple(labels_discard)
+        self.ignore_missing_gold = ignore_missing_gold
+        self.component = component
+        self.skipped = 0
+
+    def __call__(self, examples: Iterable[Example]) -> Tuple[List[Span], List[str]]:
+        """RETURNS (Tuple[List[Span], List[str]]): the spans and their gold KB IDs."""
+        spans, gold_ids = [], []
+        for eg in examples:
+            kb_ids = eg.get_aligned("ENT_KB_ID", as_string=True)
+            for ent in eg.predicted.ents:
+                gold = kb_ids[ent.start]
+                status = gold_status(self.kb, gold, ent.label_, self.labels_discard)
+                if status == GOLD_NOT_IN_KB:
+                    if not self.ignore_missing_gold:
+                        raise ValueError(missing_gold_message(self.component, ent, gold))
+                    self.skipped += 1
+                if status == GOLD_OK:
+                    spans.append(ent)
+                    gold_ids.append(gold)
+        return spans, gold_ids
+
+
+def training_batch(
+    model: M3ELModel,
+    kb: MultimodalKB,
+    spans: List[Span],
+    gold_ids: List[str],
+    *,
+    alias_candidates: Iterable[Iterable[Any]],
+    mention_images: List[Optional[object]],
+    images: ImageLoader,
+    n_hard_negatives: int,
+    max_context_tokens: int,
+    choose_image: Callable[[int], int],
+) -> TrainingBatch:
+    """The model's inputs for a batch of gold mentions.
+
+    Each mention is scored against every entity of the batch: the gold
+    entities of all mentions (deduplicated) plus, per mention, its
+    ``n_hard_negatives`` alias candidates with the highest prior.
+
+    alias_candidates (Iterable[Iterable[Candidate]]): The KB's candidates per span.
+    mention_images (List[Optional[PIL.Image.Image]]): The image of each span's doc.
+    images (ImageLoader): Loads the entities' images.
+    choose_image (Callable[[int], int]): Picks which of an entity's n images to use.
+    RETURNS (TrainingBatch): Featurized mentions and entities and the gold columns.
+    """
+    entity_ids = list(dict.fromkeys(gold_ids))
+    for gold, candidates in zip(gold_ids, alias_candidates):
+        ranked = sorted(candidates, key=lambda c: -c.prior_prob)
+        negatives = [c.entity_ for c in ranked if c.entity_ != gold]
+        entity_ids.extend(negatives[:n_hard_negatives])
+    entity_ids = list(dict.fromkeys(entity_ids))
+    column = {kb_id: i for i, kb_id in enumerate(entity_ids)}
+    records = [kb.get_record(kb_id) for kb_id in entity_ids]
+    entity_images = [
+        images.entity_image(kb, r, choose_image(len(r.images)))
+        if model.needs_images and r.images
+        else None
+        for r in records
+    ]
+    return TrainingBatch(
+        mention_features=model.featurize(
+            [mention_text(s, max_context_tokens) for s in spans], mention_images
+        ),
+        entity_features=model.featurize([entity_text(r) for r in records], entity_images),
+        labels=numpy.array([column[g] for g in gold_ids], dtype="int64"),
+    )
+
+
+def random_image_choice(n_images: int) -> int:
+    """One of ``n_images`` at random, from numpy's global generator (seeded by spaCy)."""
+    return int(numpy.random.randint(n_images))
