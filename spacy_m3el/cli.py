@@ -149,7 +149,8 @@ def run_assets(args: argparse.Namespace) -> int:
     elif not args.dataset_dir.is_dir():
         raise CommandError(
             f"Dataset folder not found: {args.dataset_dir}. The MIMIC-format datasets cannot be "
-            "downloaded automatically; see the README section 'Real datasets' for where to get them."
+            "downloaded automatically; see the README section 'Real datasets' for where to "
+            "get them."
         )
     find_split_files(args.dataset, args.dataset_dir)
     encoder = Path(args.encoder)
@@ -163,10 +164,39 @@ def run_assets(args: argparse.Namespace) -> int:
         build_tiny_clip(encoder, corpus=make_demo_corpus_texts(args.dataset_dir))
         print(f"Built a tiny offline CLIP in {encoder}")
     else:
-        print(
-            f"Encoder: {args.encoder!r} will be loaded with from_pretrained at initialize (hub or cache)."
-        )
+        print(check_hub_encoder(args.encoder, args.dataset_dir))
     return 0
+
+
+def check_hub_encoder(name: str, dataset_dir: Path) -> str:
+    """Say where a non-local encoder comes from, or stop now if it cannot be had.
+
+    Offline (``HF_HUB_OFFLINE=1``, the project's default), a checkpoint that is
+    neither a local folder nor in the Hugging Face cache would only fail at
+    ``initialize``, after the data preparation: fail here, saying what to pass.
+    RETURNS (str): A line describing the encoder's source.
+    """
+    import os
+
+    from huggingface_hub import try_to_load_from_cache
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    try:
+        cached = isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except ValueError:  # not a valid hub repo id (e.g. a path with several parts)
+        cached = False
+    if cached:
+        return f"Encoder: {name!r} from the Hugging Face cache."
+    if not offline:
+        return f"Encoder: {name!r} will be downloaded from the Hugging Face hub at initialize."
+    raise CommandError(
+        f"Encoder {name!r} is neither a local checkpoint folder nor in the Hugging Face "
+        "cache, and downloads are off (HF_HUB_OFFLINE=1). Pass --vars.encoder with a local "
+        "CLIP checkpoint folder (for example a downloaded openai/clip-vit-base-patch32), or "
+        "allow the download with HF_HUB_OFFLINE=0 and a hub name. For an offline try with a "
+        "tiny random CLIP: python -m spacy_m3el make-tiny-clip --output encoders/tiny-clip "
+        f"--corpus-from {dataset_dir}"
+    )
 
 
 # evaluate ---------------------------------------------------------------------
@@ -260,7 +290,8 @@ def run_build_cache(args: argparse.Namespace) -> int:
     target = args.model / linker.name / CACHE_FILE
     cache.to_disk(target)
     print(
-        f"Entity cache: {len(cache)} entities, {cache.precision}, {cache.bytes_per_entity:.0f} bytes per entity, "
+        f"Entity cache: {len(cache)} entities, {cache.precision}, "
+        f"{cache.bytes_per_entity:.0f} bytes per entity, "
         f"{seconds:.1f} s (0 s if the saved cache was current) -> {target}"
     )
     return 0

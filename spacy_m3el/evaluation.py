@@ -28,7 +28,8 @@ def find_linker(nlp: Language, name: Optional[str] = None) -> M3ELLinker:
     ]
     if len(linkers) != 1:
         raise ValueError(
-            f"Expected one m3el_linker component{f' named {name!r}' if name else ''}, found {len(linkers)}."
+            f"Expected one m3el_linker component{f' named {name!r}' if name else ''}, "
+            f"found {len(linkers)}."
         )
     return linkers[0][1]
 

@@ -221,7 +221,10 @@ class MultimodalKB(InMemoryLookupKB):
                     and isinstance(row[0], str)
                     and row[0]
                 ):
-                    problem = f"record {i} is malformed (expected [kb_id, name, description, images, freq])"
+                    problem = (
+                        f"record {i} is malformed "
+                        "(expected [kb_id, name, description, images, freq])"
+                    )
                     break
         if problem is not None:
             raise ValueError(
@@ -292,7 +295,8 @@ class MultimodalKB(InMemoryLookupKB):
             ) from err
         if not isinstance(msg, dict) or "lookup" not in msg or "m3el" not in msg:
             raise ValueError(
-                "Could not read multimodal KB bytes: not from MultimodalKB.to_bytes (keys 'lookup' and 'm3el' missing)."
+                "Could not read multimodal KB bytes: not from MultimodalKB.to_bytes "
+                "(keys 'lookup' and 'm3el' missing)."
             )
         records = self._check_records_msg(msg["m3el"], "the serialized bytes")
         for string in msg.get("strings", ()):

@@ -47,7 +47,8 @@ class MultimodalCorpus:
     def __call__(self, nlp: Language) -> Iterator[Example]:
         if self.path is None:
             raise ValueError(
-                "spacy_m3el.MultimodalCorpus.v1 needs a path (for example --paths.train corpus/train.spacy)."
+                "spacy_m3el.MultimodalCorpus.v1 needs a path "
+                "(for example --paths.train corpus/train.spacy)."
             )
         for eg in self.corpus(nlp):
             copy_image(eg.reference, eg.predicted, self.image_attr)

@@ -144,3 +144,48 @@ def test_usage_errors_exit_2(capsys):
     assert exc.value.code == 2
     with pytest.raises(SystemExit):
         main([])
+
+
+@pytest.fixture
+def wikimel_dir(demo_dir: Path, tmp_path: Path) -> Path:
+    """The demo data laid out under WikiMEL's file names."""
+    import shutil
+
+    target = tmp_path / "WikiMEL"
+    shutil.copytree(demo_dir, target)
+    for split in ("train", "dev", "test"):
+        (target / f"DEMO_{split}.json").rename(target / f"WIKIMEL_{split}.json")
+    return target
+
+
+def test_assets_stops_at_once_when_the_encoder_cannot_be_had(
+    wikimel_dir, tmp_path, monkeypatch, capsys
+):
+    """The project's default encoder path with a real dataset: say what to pass, before any work."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
+    monkeypatch.chdir(tmp_path)
+    args = ["assets", "--dataset", "wikimel", "--dataset-dir", str(wikimel_dir)]
+    assert main([*args, "--encoder", "encoders/tiny-clip"]) == 1
+    error = capsys.readouterr().err
+    assert "--vars.encoder" in error and "make-tiny-clip" in error
+    assert f"--corpus-from {wikimel_dir}" in error
+    assert not (tmp_path / "encoders").exists()
+    assert main([*args, "--encoder", "openai/clip-vit-base-patch32"]) == 1
+    assert "HF_HUB_OFFLINE=0" in capsys.readouterr().err
+
+
+def test_assets_accepts_a_local_checkpoint_or_an_allowed_download(
+    wikimel_dir, tmp_path, monkeypatch, capsys
+):
+    from spacy_m3el.ml.tiny_clip import build_tiny_clip
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
+    local = build_tiny_clip(tmp_path / "clip")
+    args = ["assets", "--dataset", "wikimel", "--dataset-dir", str(wikimel_dir)]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main([*args, "--encoder", str(local)]) == 0
+    assert "local checkpoint" in capsys.readouterr().out
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    assert main([*args, "--encoder", "openai/clip-vit-base-patch32"]) == 0
+    assert "downloaded from the Hugging Face hub" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""Registrations: setup.py entry points, spaCy registry names, light imports, loading by entry point."""
+"""Registrations: setup.py entry points, registry names, light imports, loading by entry point."""
 
 import json
 import os
@@ -179,7 +179,8 @@ def test_m3el_architecture_returns_a_thinc_model(tiny_clip):
 
 
 @pytest.mark.parametrize(
-    "name,args", [("spacy_m3el.CLIPEncoder.v1", {"name": "x"}), ("spacy_m3el.AttentionAlignment.v1", {})]
+    "name,args",
+    [("spacy_m3el.CLIPEncoder.v1", {"name": "x"}), ("spacy_m3el.AttentionAlignment.v1", {})],
 )
 def test_old_architectures_names_still_build_with_a_warning(name, args):
     """Configs from before 0.2 name the encoder and alignment under @architectures."""
@@ -267,7 +268,8 @@ def test_import_does_not_import_transformers(tmp_path):
         "import json, sys\n"
         "import spacy_m3el\n"
         "print(json.dumps({'package': spacy_m3el.__file__, "
-        "'heavy': sorted(m for m in ('transformers', 'spacy_transformers') if m in sys.modules)}))\n"
+        "'heavy': sorted(m for m in ('transformers', 'spacy_transformers') "
+        "if m in sys.modules)}))\n"
     )
     result = json.loads(fresh_python(code, tmp_path))
     assert Path(result["package"]).resolve() == Path(spacy_m3el.__file__).resolve()
@@ -291,10 +293,12 @@ def test_registry_names_resolve_without_importing_the_package(tmp_path):
         "from spacy.util import registry\n"
         "before = 'spacy_m3el' in sys.modules\n"
         f"names = {names!r}\n"
-        "found = {reg: [getattr(registry, reg).get(name).__module__ for name in group] for reg, group in names.items()}\n"
+        "found = {reg: [getattr(registry, reg).get(name).__module__ for name in group] "
+        "for reg, group in names.items()}\n"
         "heavy = 'transformers' in sys.modules\n"
         "nlp = spacy.blank('en')  # imports every factory entry point, spacy-transformers' too\n"
-        "found['factories'] = [registry.factories.get('m3el_linker').__module__, 'm3el_linker' in nlp.factory_names]\n"
+        "found['factories'] = [registry.factories.get('m3el_linker').__module__, "
+        "'m3el_linker' in nlp.factory_names]\n"
         "print(json.dumps({'before': before, 'found': found, 'transformers': heavy}))\n"
     )
     result = json.loads(fresh_python(code, tmp_path))

@@ -86,7 +86,8 @@ def intra_modal_contrastive(
     )
     loss_m = F.cross_entropy(logits_m[rows], labels[rows])
 
-    # Entity-anchored (one row per mention): its mention, mentions of other entities, other entities.
+    # Entity-anchored (one row per mention): its mention, mentions of other entities,
+    # other entities.
     s_em = s_me.T[labels]  # [B, B]: row i = gold entity of i against every mention
     em_ok = (eye_b | ~same_entity) & m_ok.unsqueeze(0)
     ee_rows = s_ee[labels]  # [B, N]

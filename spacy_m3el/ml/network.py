@@ -223,7 +223,7 @@ class M3ELNet(nn.Module):
     def _unit_terms(
         self, unit: str, mentions: Side, entities: Side, entity_index: torch.Tensor
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """A unit's weighted dot-product term and its late-interaction term (None if it has none)."""
+        """A unit's weighted dot-product term and its late-interaction term (or None)."""
         if unit in ("text", "image"):
             module = self.text_unit if unit == "text" else self.image_unit
             return module.score_parts(_sub(mentions, unit), _sub(entities, unit), entity_index)

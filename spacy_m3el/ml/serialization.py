@@ -38,7 +38,8 @@ def deserialize_net(net, data: bytes, device) -> Any:
     missing_keys = [key for key in ("encoder", "state") if key not in msg]
     if missing_keys:
         raise ValueError(
-            f"The m3el_linker model data is incomplete (no {', '.join(missing_keys)}); re-save the pipeline."
+            f"The m3el_linker model data is incomplete (no {', '.join(missing_keys)}); "
+            "re-save the pipeline."
         )
     try:
         state = load(msg["state"])
@@ -55,7 +56,8 @@ def deserialize_net(net, data: bytes, device) -> Any:
         if isinstance(err, ValueError):
             raise
         raise ValueError(
-            f"The m3el_linker model data is corrupt: bad encoder metadata ({type(err).__name__}: {err})."
+            "The m3el_linker model data is corrupt: bad encoder metadata "
+            f"({type(err).__name__}: {err})."
         ) from err
     net.load_state_dict(state)
     return net.to(device)

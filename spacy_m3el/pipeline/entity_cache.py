@@ -28,7 +28,7 @@ CACHE_FORMAT = "spacy_m3el.entity_cache.v1"
 
 
 def check_precision(precision: str) -> str:
-    """Return ``precision`` if it is a storage precision, else raise a ValueError saying which are."""
+    """Return ``precision`` if it is a storage precision; else a ValueError naming them."""
     if precision not in PRECISIONS:
         raise ValueError(
             f"Unknown entity cache precision {precision!r}; use one of {', '.join(PRECISIONS)}."
@@ -54,7 +54,7 @@ def concat_stored(parts: Sequence[Dict[str, numpy.ndarray]]) -> Dict[str, numpy.
 
 
 def encode_side(side: SideArrays, precision: str) -> Dict[str, numpy.ndarray]:
-    """Compact storage of side features: masks as lengths, flags as uint8, floats at ``precision``."""
+    """Compact storage of a side: masks as lengths, flags as uint8, floats at ``precision``."""
     check_precision(precision)
     stored: Dict[str, numpy.ndarray] = {}
     for key, value in side.items():
@@ -79,7 +79,7 @@ def decode_rows(
     rows: Union[None, slice, Sequence[int]] = None,
     keys: Optional[Collection[str]] = None,
 ) -> SideArrays:
-    """Float32 side features of some rows (all rows if ``rows`` is None), of ``keys`` only if given."""
+    """Float32 side features of some rows (all if ``rows`` is None), of ``keys`` only if given."""
     index = (
         slice(None)
         if rows is None
@@ -178,7 +178,7 @@ class EntityCache:
         return decode_rows(self.stored, rows)
 
     def retrieval_vectors(self, rows: Union[slice, Sequence[int]]) -> numpy.ndarray:
-        """Float32 retrieval vectors of some rows, from the stored features (at the cache's precision)."""
+        """Float32 retrieval vectors of some rows, from the stored (possibly int8) features."""
         side = decode_rows(self.stored, rows, self.retrieval_spec.keys)
         return self.retrieval_spec.vectors(side)
 
@@ -224,7 +224,8 @@ class EntityCache:
                 tensors = {key: handle.get_tensor(key) for key in handle.keys()}
         except Exception as err:
             raise ValueError(
-                f"The entity cache {path} cannot be read ({err}). Delete it; it is rebuilt when needed."
+                f"The entity cache {path} cannot be read ({err}). "
+                "Delete it; it is rebuilt when needed."
             ) from err
         text = tensors.pop("kb_ids").tobytes().decode("utf8")
         kb_ids = text.split("\n") if text else []

@@ -114,7 +114,8 @@ class EntityIndex:
             stored.append(encode_side(side, self.precision))
         if unreadable:
             logger.warning(
-                "%s: %d entity images could not be read; those entities are encoded from text only.",
+                "%s: %d entity images could not be read; "
+                "those entities are encoded from text only.",
                 self.component,
                 unreadable,
             )
@@ -180,4 +181,3 @@ def retrieve_candidates(
             rows = cache.most_similar(query, rows, max_candidates)
         rows_per_mention.append(rows)
     return rows_per_mention
-

@@ -13,7 +13,9 @@ GOLD_DISCARDED = "discarded"  # its NER label is in labels_discard
 GOLD_NOT_IN_KB = "gold_not_in_kb"
 
 
-def gold_status(kb: MultimodalKB, kb_id: str, label: str = "", labels_discard: Iterable[str] = ()) -> str:
+def gold_status(
+    kb: MultimodalKB, kb_id: str, label: str = "", labels_discard: Iterable[str] = ()
+) -> str:
     """Classify one gold mention: ``GOLD_OK`` or the reason it is not used.
 
     kb (MultimodalKB): The knowledge base.

@@ -117,7 +117,7 @@ class ImageLoader:
         return images, statuses
 
     def entity_image(self, kb: MultimodalKB, record: EntityRecord, choice: int = 0):
-        """One image of an entity (``choice`` indexes its images); None if it has none or it fails."""
+        """One image of an entity (``choice`` indexes its images); None if none or unreadable."""
         if not record.images:
             return None
         ref = kb.resolve_image(record.images[choice % len(record.images)])

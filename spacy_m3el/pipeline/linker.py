@@ -237,7 +237,9 @@ class M3ELLinker(TrainablePipe):
         for i, doc in enumerate(docs):
             predictions[i].rankings = [None] * len(doc.ents)
             spans.extend(
-                (i, n, ent) for n, ent in enumerate(doc.ents) if ent.label_ not in self.labels_discard
+                (i, n, ent)
+                for n, ent in enumerate(doc.ents)
+                if ent.label_ not in self.labels_discard
             )
         if not spans:
             return predictions

@@ -112,11 +112,13 @@ class RetrievalMatrix:
     ):
         if values.dtype != numpy.int8 or values.ndim != 2:
             raise ValueError(
-                f"RetrievalMatrix values must be a 2-dimensional int8 array, got {values.dtype} {values.shape}."
+                "RetrievalMatrix values must be a 2-dimensional int8 array, "
+                f"got {values.dtype} {values.shape}."
             )
         if scales.shape != (values.shape[0],):
             raise ValueError(
-                f"RetrievalMatrix needs one scale per row: {scales.shape} scales for {values.shape[0]} rows."
+                f"RetrievalMatrix needs one scale per row: {scales.shape} scales "
+                f"for {values.shape[0]} rows."
             )
         self.values = numpy.ascontiguousarray(values)
         self.scales = numpy.ascontiguousarray(scales, dtype="float32")
@@ -171,7 +173,8 @@ class RetrievalMatrix:
         queries = numpy.asarray(queries, dtype="float32")
         if queries.ndim != 2 or queries.shape[1] != self.width:
             raise ValueError(
-                f"Queries of shape {queries.shape} do not match retrieval vectors of width {self.width}."
+                f"Queries of shape {queries.shape} do not match retrieval vectors "
+                f"of width {self.width}."
             )
         if k <= 0 or len(self) == 0 or len(queries) == 0:
             return [[] for _ in range(len(queries))]

@@ -127,7 +127,7 @@ def test_quirks_present(demo_dir: Path):
 
 
 def test_mention_images_follow_gold_signature(demo_dir: Path):
-    """The mean colour of a mention image is closer to its gold entity's image than to its namesakes'."""
+    """A mention image's mean colour is closer to its gold entity's image than its namesakes'."""
     entities = read(demo_dir / "kb_entity.json")
     qid2id = read(demo_dir / "qid2id.json")
     mean = lambda path: numpy.asarray(Image.open(path), dtype=float).mean(axis=(0, 1))  # noqa: E731

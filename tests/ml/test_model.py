@@ -139,7 +139,7 @@ def test_checkpoint_width_mismatch_names_the_setting(clip_path, setting):
 
 @pytest.fixture(scope="module")
 def trained(clip_path):
-    """An initialized model after two Adam steps (weights differ from the checkpoint), its bytes and outputs."""
+    """A model after two Adam steps (weights differ from the checkpoint), its bytes and outputs."""
     model = initialized(clip_path)
     train_steps(model, 2)
     m_feats = features(model, TEXTS[:3], (True, False, True))
@@ -154,7 +154,7 @@ def trained(clip_path):
 
 @pytest.mark.parametrize("name", ["same", "openai/clip-vit-base-patch32"])
 def test_bytes_round_trip_is_bit_identical_and_offline(clip_path, trained, no_network, name):
-    """A fresh model from the same config (or naming a hub checkpoint that is not available) loads the bytes."""
+    """A fresh model from the same config (or naming an unavailable hub checkpoint) loads the bytes."""
     fresh = build(clip_path if name == "same" else name, seed=1)
     assert not fresh.net.encoder.is_loaded
     fresh.from_bytes(trained["bytes"])
@@ -179,14 +179,12 @@ def test_uninitialized_model_round_trips(clip_path):
     model = build(clip_path)
     fresh = build(clip_path, seed=1).from_bytes(model.to_bytes())
     assert not fresh.net.encoder.is_loaded
-    for (key, value), other in zip(
-        model.net.state_dict().items(), fresh.net.state_dict().values()
-    ):
+    for (key, value), other in zip(model.net.state_dict().items(), fresh.net.state_dict().values()):
         assert torch.equal(value, other), key
 
 
 def replace_net_message(data, **changes):
-    """The model bytes with fields of the network's own message (version, encoder, state) replaced."""
+    """The model bytes with fields of the network's message (version, encoder, state) replaced."""
     msg = srsly.msgpack_loads(data)
     shim = srsly.msgpack_loads(msg["shims"][1][0])
     if "shim_state" in changes:

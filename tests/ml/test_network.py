@@ -213,7 +213,10 @@ def test_scoring_candidates_agrees_with_the_score_matrix(net):
         entity_index = torch.tensor([[1, 3, 3], [0, 2, 1], [2, 0, 3]])
         candidates = net.score_candidates(mentions, entities, entity_index)
         forward = net(
-            M3ELNet.score_candidates, mentions=mentions, entities=entities, entity_index=entity_index
+            M3ELNet.score_candidates,
+            mentions=mentions,
+            entities=entities,
+            entity_index=entity_index,
         )
     assert (
         set(candidates)
@@ -309,3 +312,62 @@ def test_network_encodes_batches_with_no_or_all_images(net, with_images):
         if value.dtype != torch.bool:
             assert torch.isfinite(value).all(), key
     assert scores["image.ok"].all() == all(with_images)
+
+
+# Retrieval --------------------------------------------------------------------
+
+
+def _numpy(side):
+    return {key: value.numpy() for key, value in side.items()}
+
+
+@pytest.mark.parametrize("mention_images", [(True, False, True), (False, False, False)])
+def test_retrieval_vectors_give_the_bi_encoder_part_of_the_score(net, mention_images):
+    """Stage 1's dot products are exactly the dot-product terms of the score, pair by pair."""
+    with torch.no_grad():
+        mentions = net.encode("mention", features(net.encoder, TEXTS[:3], mention_images))
+        entities = net.encode("entity", features(net.encoder, TEXTS, (True, True, False, True)))
+        every = torch.arange(4).expand(3, 4)
+        expected = net.bi_encoder_score(mentions, entities, every).numpy()
+    spec = net.retrieval_spec
+    got = spec.vectors(_numpy(mentions), query=True) @ spec.vectors(_numpy(entities)).T
+    numpy.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert all(part.in_score for part in spec.parts)
+
+
+def test_score_is_the_bi_encoder_part_plus_the_late_interaction(net):
+    """The terms retrieval uses are the ones the score adds up (no second copy of the formula)."""
+    with torch.no_grad():
+        mentions = net.encode("mention", features(net.encoder, TEXTS[:2], (True, True)))
+        entities = net.encode("entity", features(net.encoder, TEXTS, (True,) * 4))
+        every = torch.arange(4).expand(2, 4)
+        scores = net.score_candidates(mentions, entities, every)
+        bi_encoder = net.bi_encoder_score(mentions, entities, every)
+        late = (
+            net.text_unit.score_parts(
+                {k[5:]: v for k, v in mentions.items() if k.startswith("text.")},
+                {k[5:]: v for k, v in entities.items() if k.startswith("text.")},
+                every,
+            )[1]
+            + net.image_unit.score_parts(
+                {k[6:]: v for k, v in mentions.items() if k.startswith("image.")},
+                {k[6:]: v for k, v in entities.items() if k.startswith("image.")},
+                every,
+            )[1]
+        )
+    # Every pair has both images, so all four units count and the score is their mean.
+    torch.testing.assert_close(scores["score"], (bi_encoder + late) / 4, rtol=1e-5, atol=1e-6)
+
+
+def test_retrieval_spec_follows_the_units(loaded_encoder):
+    full = make_net(loaded_encoder).retrieval_spec
+    assert [(p.key, p.weight, p.needs_image) for p in full.parts] == [
+        ("text.g", 0.5, False),
+        ("image.g", 0.5, True),
+        ("cross.t2v", 1.0, True),
+        ("cross.v2t", 1.0, True),
+    ]
+    text_off = make_net(loaded_encoder, text=False).retrieval_spec
+    assert [(p.key, p.in_score) for p in text_off.parts][0] == ("retrieval.text", False)
+    image_only = make_net(loaded_encoder, text=True, image=False, t2v=False, v2t=False)
+    assert [p.key for p in image_only.retrieval_spec.parts] == ["text.g"]

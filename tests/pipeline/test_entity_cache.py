@@ -6,6 +6,7 @@ import numpy
 import pytest
 import spacy
 
+from spacy_m3el.ml.bi_encoder import RetrievalPart, RetrievalSpec
 from spacy_m3el.pipeline.entity_cache import (
     EntityCache,
     concat_sides,
@@ -14,10 +15,7 @@ from spacy_m3el.pipeline.entity_cache import (
     encode_side,
 )
 
-from spacy_m3el.ml.bi_encoder import RetrievalPart, RetrievalSpec
-
 from ..util import ENTITIES, color_image, make_doc, make_examples, train, unlabeled
-
 
 # What the full M3EL model declares for the keys of random_side.
 SPEC = RetrievalSpec(
@@ -62,7 +60,9 @@ def test_encode_decode(precision, tolerance):
 def test_compact_sizes():
     side = random_side(n=10, length=40, width=96)
     sizes = {
-        p: EntityCache.from_side([str(i) for i in range(10)], side, p, "m", "k", SPEC).bytes_per_entity
+        p: EntityCache.from_side(
+            [str(i) for i in range(10)], side, p, "m", "k", SPEC
+        ).bytes_per_entity
         for p in ("int8", "float16", "float32")
     }
     assert sizes["int8"] < sizes["float16"] < sizes["float32"]

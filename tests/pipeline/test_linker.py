@@ -178,7 +178,9 @@ def test_max_candidates_keeps_the_most_similar(build_nlp, max_candidates):
     doc = nlp(doc)
     ranked = {kb_id for kb_id, _ in doc.ents[0]._.m3el_candidates}
     images, _ = linker.load_images([doc])
-    query = linker.model.retrieval_vectors(linker.encode_mentions([doc.ents[0]], images), query=True)
+    query = linker.model.retrieval_vectors(
+        linker.encode_mentions([doc.ents[0]], images), query=True
+    )
     cache = linker.entity_cache
     expected = {cache.kb_ids[row] for row in cache.nearest(query, max_candidates or 6)[0]}
     assert ranked == expected and len(ranked) == (max_candidates or 6)
