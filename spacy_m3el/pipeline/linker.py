@@ -32,9 +32,17 @@ from .entity_cache import EntityCache
 from .entity_index import CACHE_FILE, EntityIndex, retrieve_candidates
 from .gold import GOLD_NOT_IN_KB, missing_gold_message, reference_gold
 from .inputs import ImageLoader, mention_text
+from .loading import check_folder, load_kb, load_weights, read_cfg
 from .ranking import Ranking, choose, rerank, score_all
 from .settings import check_settings
-from .training import GoldMentions, random_image_choice, training_batch, with_gold_ents, with_images
+from .training import (
+    GoldMentions,
+    gold_ents_scorer,
+    random_image_choice,
+    training_batch,
+    with_gold_ents,
+    with_images,
+)
 
 __all__ = ["CACHE_FILE", "DocPrediction", "M3ELLinker", "Ranking"]
 
@@ -142,7 +150,7 @@ class M3ELLinker(TrainablePipe):
         self.use_gold_ents = use_gold_ents
         self.cfg: Dict[str, Any] = {"overwrite": overwrite}
         self.kb: MultimodalKB = generate_empty_kb(vocab, 1)
-        self.scorer = self._wrap_scorer(scorer)
+        self.scorer = gold_ents_scorer(self, scorer) if scorer is not None else None
         self.images = ImageLoader(image_cache_size, name)
         self.index = EntityIndex(
             model,
@@ -274,25 +282,39 @@ class M3ELLinker(TrainablePipe):
         texts = [mention_text(span, self.max_context_tokens) for span in spans]
         return self.model.encode("mention", texts, images, batch_size=self.entity_batch_size)
 
-    def retrieve(self, spans: List[Span], mentions: SideArrays) -> List[List[int]]:
+    def retrieve(
+        self, spans: List[Span], mentions: SideArrays, cache: Optional[EntityCache] = None
+    ) -> List[List[int]]:
         """Stage 1: the entity cache rows that stage 2 reranks, per span.
 
         spans (List[Span]): The mentions.
         mentions (SideArrays): Their side features (:meth:`encode_mentions`).
+        cache (Optional[EntityCache]): Search this cache instead of the
+            component's own (for caches built elsewhere, or benchmarks).
         RETURNS (List[List[int]]): The KB's alias candidates, then the top_k
             nearest entities, at most ``max_candidates`` of them by similarity.
         """
         return retrieve_candidates(
-            self.entity_cache,
+            self.entity_cache if cache is None else cache,
             self.model.retrieval_vectors(mentions, query=True),
             self.get_candidates_batch(self.kb, spans),
             top_k=self.top_k,
             max_candidates=self.max_candidates,
         )
 
-    def rerank(self, mentions: SideArrays, rows_per_span: List[List[int]]) -> List[Ranking]:
-        """Stage 2: the full M3EL score of each span's candidate rows, as rankings."""
-        return rerank(self.model, mentions, self.entity_cache, rows_per_span)
+    def rerank(
+        self,
+        mentions: SideArrays,
+        rows_per_span: List[List[int]],
+        cache: Optional[EntityCache] = None,
+    ) -> List[Ranking]:
+        """Stage 2: the full M3EL score of each span's candidate rows, as rankings.
+
+        cache (Optional[EntityCache]): The cache the rows index (default: the component's).
+        """
+        return rerank(
+            self.model, mentions, self.entity_cache if cache is None else cache, rows_per_span
+        )
 
     def score_all_entities(
         self, spans: List[Span], images: List[object], entity_chunk_size: int = 2048
@@ -407,22 +429,6 @@ class M3ELLinker(TrainablePipe):
     def rehearse(self, examples, *, sgd=None, losses=None, **config):
         raise NotImplementedError
 
-    # Scoring ------------------------------------------------------------------
-
-    def _wrap_scorer(self, scorer: Optional[Callable]) -> Optional[Callable]:
-        if scorer is None:
-            return None
-
-        def score_with_gold_ents(examples: Iterable[Example], **kwargs) -> Dict[str, Any]:
-            examples = with_images(list(examples), self.image_attr)
-            if self.use_gold_ents:
-                examples = with_gold_ents(examples)
-                for eg, doc in zip(examples, self.pipe(eg.predicted for eg in examples)):
-                    eg.predicted = doc
-            return scorer(examples, **kwargs)
-
-        return score_with_gold_ents
-
     # Serialization ------------------------------------------------------------
 
     def to_bytes(self, *, exclude: Iterable[str] = tuple()) -> bytes:
@@ -467,12 +473,7 @@ class M3ELLinker(TrainablePipe):
         self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()
     ) -> "M3ELLinker":
         path = util.ensure_path(path)
-        for name in ("cfg", "kb", "model"):
-            if name not in exclude and not (path / name).exists():
-                raise ValueError(
-                    f"{self.name}: the pipeline folder {path} has no '{name}'. The pipeline "
-                    "was not saved completely; save it again with nlp.to_disk()."
-                )
+        check_folder(self.name, path, exclude)
         deserialize = {
             "cfg": lambda p: self._load_cfg(lambda: srsly.read_json(p)),
             "kb": lambda p: self._load_kb(lambda kb: kb.from_disk(p)),
@@ -485,30 +486,11 @@ class M3ELLinker(TrainablePipe):
         return self
 
     def _load_kb(self, fill: Callable[[MultimodalKB], Any]) -> None:
-        kb = self.generate_empty_kb(self.vocab, 1)
-        try:
-            fill(kb)
-        except Exception as err:  # spaCy's KB reader fails in many ways on corrupt files
-            raise ValueError(
-                f"{self.name}: the knowledge base is corrupt and cannot be loaded "
-                f"({type(err).__name__}: {err})."
-            ) from err
-        self.kb = kb
+        self.kb = load_kb(self.name, self.generate_empty_kb, self.vocab, fill)
 
     def _load_cfg(self, read: Callable[[], Dict[str, Any]]) -> None:
-        try:
-            cfg = read()
-        except ValueError as err:
-            raise ValueError(
-                f"{self.name}: the component settings file 'cfg' is corrupt ({err})."
-            ) from err
-        self.cfg.update(cfg)
+        self.cfg.update(read_cfg(self.name, read))
 
     def _load_model(self, load: Callable[[], Any]) -> None:
-        try:
-            load()
-        except Exception as err:
-            raise ValueError(
-                f"{self.name}: the model weights cannot be loaded ({type(err).__name__}: {err})."
-            ) from err
+        load_weights(self.name, load)
         self.index.model_changed()

@@ -1,6 +1,6 @@
 """Training batches for the linker: gold mentions, negatives, and the model's inputs."""
 
-from typing import Any, Callable, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy
 from spacy.tokens import Span
@@ -29,6 +29,24 @@ def with_images(examples: List[Example], attr: str) -> List[Example]:
     for eg in examples:
         copy_image(eg.reference, eg.predicted, attr)
     return examples
+
+
+def gold_ents_scorer(component: Any, scorer: Callable[..., Dict[str, Any]]) -> Callable:
+    """Wrap a scorer so it sees the component's images and, with use_gold_ents, gold spans.
+
+    With ``use_gold_ents`` the examples' predicted docs get the gold entities
+    and are linked again by ``component.pipe`` before scoring, as in training.
+    """
+
+    def score(examples: Iterable[Example], **kwargs) -> Dict[str, Any]:
+        examples = with_images(list(examples), component.image_attr)
+        if component.use_gold_ents:
+            examples = with_gold_ents(examples)
+            for eg, doc in zip(examples, component.pipe(eg.predicted for eg in examples)):
+                eg.predicted = doc
+        return scorer(examples, **kwargs)
+
+    return score
 
 
 class GoldMentions:

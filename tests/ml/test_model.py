@@ -154,7 +154,7 @@ def trained(clip_path):
 
 @pytest.mark.parametrize("name", ["same", "openai/clip-vit-base-patch32"])
 def test_bytes_round_trip_is_bit_identical_and_offline(clip_path, trained, no_network, name):
-    """A fresh model from the same config (or naming an unavailable hub checkpoint) loads the bytes."""
+    """A fresh model from the same config (or an unavailable hub checkpoint) loads the bytes."""
     fresh = build(clip_path if name == "same" else name, seed=1)
     assert not fresh.net.encoder.is_loaded
     fresh.from_bytes(trained["bytes"])

@@ -1,0 +1,165 @@
+"""Smoke tests of the benchmarks (``bench/``): every script on a tiny size, into tmp_path.
+
+They check that the scripts run against the package's current API and write
+tables with the expected rows and sane values, not the speed figures.
+"""
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from bench import approximate_index, pipe_memory, scale
+from bench.common import BENCHMARKS_MD, IVF_HEADING, ROOT, section, train_demo_pipeline
+
+SIZE = 200  # entities (the demo KB has 120; the rest are distractors)
+MENTIONS = 24
+TINY = "## Tiny encoder (trained on the demo), KB grown with distractors"
+VIT = "## CLIP with ViT-B/32 shapes (random weights)"
+TRAINING = "## Training throughput (tiny encoder; no step re-encodes the KB)"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Run single-threaded: on a busy machine, torch threads waiting for cores slow the
+    smoke runs down many times over (the benchmarks measure with 2 threads by default)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def demo_work(tmp_path_factory):
+    """A work folder with the demo dataset and a tiny linker trained for one step."""
+    work = tmp_path_factory.mktemp("bench")
+    train_demo_pipeline(work, steps=1)
+    return work
+
+
+@pytest.fixture
+def repository_report_unchanged():
+    """Fail if a smoke run touched the repository's BENCHMARKS.md or BENCHMARKS.json."""
+    paths = [BENCHMARKS_MD, BENCHMARKS_MD.with_suffix(".json")]
+    before = [p.read_bytes() if p.exists() else None for p in paths]
+    yield
+    assert [p.read_bytes() if p.exists() else None for p in paths] == before
+
+
+def table_rows(markdown: str, heading: str):
+    """The data rows (cells) of the first table under a level-2 heading."""
+    text = section(markdown, heading)
+    assert text is not None, f"no section {heading!r}"
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+
+
+def in_unit_interval(*values):
+    return all(0.0 <= value <= 1.0 for value in values)
+
+
+def test_scale_smoke(demo_work, tmp_path, repository_report_unchanged, no_network):
+    output = tmp_path / "report" / "BENCHMARKS.md"
+    argv = ["--work", str(demo_work), "--sizes", str(SIZE), "--mentions", str(MENTIONS)]
+    argv += ["--repeats", "1", "--exhaustive-limit", "8", "--train-batches", "2,4"]
+    argv += ["--vit-encoder", "tiny", "--million", "3000", "--threads", "1"]
+    argv += ["--output", str(output)]
+    scale.main(argv)
+    results = json.loads(output.with_suffix(".json").read_text(encoding="utf8"))
+    markdown = output.read_text(encoding="utf8")
+    assert f"Command: `python -m bench.scale {' '.join(argv)}`" in markdown
+
+    (size,) = results["sizes"]
+    assert size["size"] == SIZE and size["mentions"] == MENTIONS
+    assert size["exhaustive_mentions"] == 8
+    for key in ("cache_build_s", "pipe_ms", "encoder_ms", "stage1_ms", "stage2_ms"):
+        assert size[key] > 0, key
+    assert size["pipe_per_s"] > 0 and size["bare_per_s"] > 0 and size["exhaustive_ms"] > 0
+    recalls = [size[f"retrieval_recall@{k}"] for k in (1, 5, 10, 50)]
+    assert in_unit_interval(*recalls) and recalls == sorted(recalls)
+    assert in_unit_interval(
+        size["stage1_recall"],
+        size["hits1_two_stage"],
+        size["hits1_exhaustive"],
+        size["same_top1"],
+        size["exhaustive_top1_in_stage1"],
+    )
+    assert 1 <= size["candidates"] <= size["candidates_uncapped"]
+    assert size["candidates"] <= size["max_candidates"]
+    int8, fp16, fp32 = (size[f"bytes_per_entity_{p}"] for p in ("int8", "float16", "float32"))
+    assert 0 < int8 < fp16 < fp32
+    (row,) = table_rows(markdown, TINY)
+    assert len(row) == 14 and row[0] == f"{SIZE}"
+
+    vit = results["vit"]
+    assert vit["encoder"] == "tiny" and vit["pipe_per_s"] > 0 and vit["bare_per_s"] > 0
+    stages = vit["stages"][str(SIZE)]
+    assert stages["stage1_ms"] > 0 and stages["stage2_ms"] > 0
+    assert stages["bytes_per_entity"] == pytest.approx(int8, rel=0.05)
+    (row,) = table_rows(markdown, VIT)
+    assert row[0] == f"{SIZE}"
+
+    million = results["million"]
+    assert million["tiny_entities"] == million["vit_b32_entities"] == 3000
+    assert million["tiny_ms_per_mention"] > 0 and million["vit_b32_ms_per_mention"] > 0
+
+    assert sorted(results["training"], key=int) == ["2", "4"]
+    assert all(t["examples_per_s"] > 0 for t in results["training"].values())
+    assert [row[0] for row in table_rows(markdown, TRAINING)] == ["2", "4"]
+
+    assert len(results["targets"]) == 7
+    assert [row[2] in ("PASS", "MISS") for row in table_rows(markdown, "## Targets")] == [True] * 7
+
+
+def test_scale_writes_the_repository_report_only_for_full_size_runs():
+    assert not scale.parse_args(["--sizes", "200"]).full_run
+    assert not scale.parse_args(["--repeats", "1"]).full_run
+    assert not scale.parse_args(["--vit-encoder", "tiny"]).full_run
+    assert scale.parse_args([]).full_run and scale.parse_args(["--quick"]).full_run
+    assert scale.parse_args(["--quick"]).sizes == [1000, 10000]
+
+
+def test_scale_runs_as_a_module_and_as_a_file():
+    for command in (["-m", "bench.scale"], ["bench/scale.py"]):
+        result = subprocess.run(
+            [sys.executable, *command, "--help"], capture_output=True, text=True, cwd=ROOT
+        )
+        assert result.returncode == 0, result.stderr
+        assert "--vit-encoder" in result.stdout
+
+
+def test_approximate_index_smoke(demo_work, tmp_path, repository_report_unchanged, no_network):
+    output = tmp_path / "BENCHMARKS.md"
+    output.write_text("# Benchmarks\n\n## Other\n\nkept\n", encoding="utf8")
+    argv = ["--work", str(demo_work), "--size", "300", "--lists", "4", "--probes", "1,4"]
+    argv += ["--threads", "1"]
+    rows = approximate_index.main([*argv, "--output", str(output)])
+    markdown = output.read_text(encoding="utf8")
+    assert "## Other\n\nkept" in markdown
+    table = table_rows(markdown, IVF_HEADING)
+    assert [row[0] for row in table] == [
+        "exhaustive, float32",
+        "exhaustive, int8 + rescoring (shipped)",
+        "IVF 4 lists, nprobe 1",
+        "IVF 4 lists, nprobe 4",
+    ]
+    assert re.search(r"KB grown to 300 entities x \d+ dims, \d+ queries", markdown)
+    assert all(row["ms"] > 0 and in_unit_interval(row["recall"]) for row in rows)
+    assert rows[0]["recall"] == 1.0
+    assert rows[-1]["recall"] >= 0.99  # probing every list is an exhaustive float32 search
+
+
+def test_pipe_memory_smoke(tmp_path, capsys, no_network):
+    output = tmp_path / "pipe_memory.json"
+    argv = ["--docs", "96", "--batch-size", "16", "--block", "32", "--output", str(output)]
+    pipe_memory.main(argv)
+    result = json.loads(output.read_text(encoding="utf8"))
+    assert [block["docs"] for block in result["blocks"]] == [32, 64, 96]
+    assert all(block["rss_mib"] > 0 and block["docs_per_s"] > 0 for block in result["blocks"])
+    assert 0 < result["linked"] <= 96
+    printed = capsys.readouterr().out
+    assert "RSS MiB" in printed and "RSS growth from the first block to the end" in printed
