@@ -123,13 +123,16 @@ def test_scale_writes_the_repository_report_only_for_full_size_runs():
     assert scale.parse_args(["--quick"]).sizes == [1000, 10000]
 
 
-def test_scale_runs_as_a_module_and_as_a_file():
-    for command in (["-m", "bench.scale"], ["bench/scale.py"]):
-        result = subprocess.run(
-            [sys.executable, *command, "--help"], capture_output=True, text=True, cwd=ROOT
-        )
-        assert result.returncode == 0, result.stderr
-        assert "--vit-encoder" in result.stdout
+@pytest.mark.parametrize("script", ["scale", "approximate_index", "pipe_memory"])
+def test_benchmarks_run_as_modules(script):
+    result = subprocess.run(
+        [sys.executable, "-m", f"bench.{script}", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--work" in result.stdout or "--output" in result.stdout
 
 
 def test_approximate_index_smoke(demo_work, tmp_path, repository_report_unchanged, no_network):
