@@ -90,8 +90,14 @@ def tiny_model_config(clip: Path) -> Dict[str, object]:
     return {"model": {"hidden_width": 32, "image_width": 32, "encoder": encoder}}
 
 
-def train_demo_pipeline(work: Path, steps: int) -> Path:
-    """Generate and prepare the demo dataset, train a tiny linker, save it to ``work/pipeline``."""
+def train_demo_pipeline(
+    work: Path, steps: int, overrides: Optional[Dict[str, object]] = None, name: str = "pipeline"
+) -> Path:
+    """Generate and prepare the demo dataset, train a tiny linker, save it to ``work/name``.
+
+    overrides (Optional[Dict[str, object]]): Component settings over the factory defaults.
+    The dataset, corpus and tiny CLIP are made once per work folder.
+    """
     import spacy
     from thinc.api import fix_random_seed
 
@@ -102,12 +108,14 @@ def train_demo_pipeline(work: Path, steps: int) -> Path:
     from spacy_m3el.readers import read_examples
 
     work = Path(work)
-    generate_demo_dataset(work / "demo")
-    prepare_dataset("demo", work / "demo", work / "corpus", work / "corpus" / "kb")
-    clip = build_tiny_clip(work / "tiny-clip", corpus=make_demo_corpus_texts(work / "demo"))
+    clip = work / "tiny-clip"
+    if not (clip / "config.json").exists():
+        generate_demo_dataset(work / "demo")
+        prepare_dataset("demo", work / "demo", work / "corpus", work / "corpus" / "kb")
+        build_tiny_clip(clip, corpus=make_demo_corpus_texts(work / "demo"))
     fix_random_seed(0)
     nlp = spacy.blank("en")
-    linker = nlp.add_pipe("m3el_linker", config=tiny_model_config(clip))
+    linker = nlp.add_pipe("m3el_linker", config={**tiny_model_config(clip), **(overrides or {})})
     linker.set_kb(kb_from_file(work / "corpus" / "kb"))
     examples = read_examples(nlp, work / "corpus" / "train.spacy")
     nlp.initialize(lambda: examples)
@@ -116,8 +124,8 @@ def train_demo_pipeline(work: Path, steps: int) -> Path:
     for _ in range(steps):
         batch = [examples[i] for i in rng.choice(len(examples), 32, replace=False)]
         nlp.update(batch, sgd=optimizer)
-    nlp.to_disk(work / "pipeline")
-    return work / "pipeline"
+    nlp.to_disk(work / name)
+    return work / name
 
 
 def mention_docs(nlp, path: Path, limit: int = 0) -> Tuple[list, List[str]]:
@@ -141,11 +149,21 @@ def mention_docs(nlp, path: Path, limit: int = 0) -> Tuple[list, List[str]]:
 # Distractor entities ------------------------------------------------------------
 
 
-def grow_kb(kb, size: int, seed: int = 1):
+def grow_kb(
+    kb,
+    size: int,
+    seed: int = 1,
+    reuse_names: float = 0.02,
+    signatures: Optional[Dict[str, tuple]] = None,
+):
     """A copy of ``kb`` grown to ``size`` entities with synthetic distractors.
 
-    Distractor names combine the demo's syllables (a few reuse real names); each
-    gets a description from the demo's templates and one of ~400 emblem images.
+    Distractor names combine the demo's syllables (a share ``reuse_names`` reuse
+    real names); each gets a description from the demo's templates and one of
+    ~400 emblem images.
+
+    signatures (Optional[Dict[str, tuple]]): Filled with each distractor's emblem
+        signature (background, foreground, shape).
     """
     from spacy_m3el.datasets.demo import (
         COLOURS,
@@ -167,7 +185,7 @@ def grow_kb(kb, size: int, seed: int = 1):
     colours = list(COLOURS)
     images: Dict[tuple, numpy.ndarray] = {}
     for i in range(size - len(records)):
-        if rng.random() < 0.02:
+        if rng.random() < reuse_names:
             name = real_names[int(rng.integers(len(real_names)))]
         else:
             name = f"{stems[int(rng.integers(len(stems)))]} {stems[int(rng.integers(len(stems)))]}"
@@ -185,6 +203,8 @@ def grow_kb(kb, size: int, seed: int = 1):
             name=name, region="a distant region", year=1900 + i % 120, number=i % 90
         )
         grown.add_multimodal_entity(f"D{i}", name, description, [images[key]])
+        if signatures is not None:
+            signatures[f"D{i}"] = key
     grown.add_name_aliases()
     return grown
 

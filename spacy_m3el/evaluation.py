@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple, Union
 
+import numpy
 import srsly
 from spacy.language import Language
 from spacy.tokens import Span
@@ -61,13 +62,36 @@ def exhaustive_ranks(
     batch_size: int = 16,
     entity_chunk_size: int = 2048,
 ) -> Tuple[List[int], Counter]:
+    """Rank of each gold entity among all KB entities by the model's score (the papers' protocol).
+
+    RETURNS (Tuple[List[int], Counter]): the ranks and the mentions' image statuses.
+    """
+    ranks, _, statuses = exhaustive_rank_sets(
+        linker, spans, gold_ids, batch_size=batch_size, entity_chunk_size=entity_chunk_size
+    )
+    return ranks, statuses
+
+
+def exhaustive_rank_sets(
+    linker: M3ELLinker,
+    spans: List[Span],
+    gold_ids: List[str],
+    *,
+    batch_size: int = 16,
+    entity_chunk_size: int = 2048,
+) -> Tuple[List[int], List[int], Counter]:
     """Rank of each gold entity among all KB entities, ties counted against the model.
 
     Memory is bounded by ``batch_size`` x KB size scores at a time.
-    RETURNS (Tuple[List[int], Counter]): the ranks and the mentions' image statuses.
+    RETURNS (Tuple[List[int], List[int], Counter]): the ranks by the model's score
+        (the papers' protocol), the ranks by the linker's decision (the model's score
+        plus the alias evidence of the mention's name; equal to the first without a
+        fitted decision) and the mentions' image statuses.
     """
     cache = linker.entity_cache
+    decision = linker.decision if linker.alias_evidence else None
     ranks: List[int] = []
+    decided: List[int] = []
     statuses: Counter = Counter()
     for start in range(0, len(spans), batch_size):
         batch = spans[start : start + batch_size]
@@ -75,9 +99,18 @@ def exhaustive_ranks(
         images, image_statuses = linker.load_images(docs)
         statuses.update((status or "unused").split(":")[0] for status in image_statuses)
         scores = linker.score_all_entities(batch, images, entity_chunk_size=entity_chunk_size)
-        for row, gold in zip(scores, gold_ids[start : start + batch_size]):
+        aliases = linker.get_candidates_batch(linker.kb, batch)
+        for row, gold, candidates in zip(scores, gold_ids[start : start + batch_size], aliases):
             ranks.append(rank_of_gold(row, cache.rows[gold]))
-    return ranks, statuses
+            if decision is None or decision.is_pure_ranking:
+                decided.append(ranks[-1])
+                continue
+            priors = numpy.full(len(cache), numpy.nan)
+            for candidate in candidates:
+                if candidate.entity_ in cache.rows:
+                    priors[cache.rows[candidate.entity_]] = candidate.prior_prob
+            decided.append(rank_of_gold(decision.combine(row, priors), cache.rows[gold]))
+    return ranks, decided, statuses
 
 
 def evaluate_pipeline(
@@ -93,11 +126,14 @@ def evaluate_pipeline(
     RETURNS (Dict[str, object]): ``mrr``, ``hits@1/3/5/10/20``, ``mean_rank``,
         ``n_mentions`` (full-KB ranking), ``candidates`` (the linker's own
         scores: ``nel_micro_p/r/f``, ``nel_mrr``, ``nel_hits@k``),
-        ``n_entities``, ``skipped`` and ``images`` (counts by status).
+        ``n_entities``, ``skipped``, ``images`` (counts by status) and
+        ``decision``: the full-KB ranking by the linker's decision (the model's
+        score plus the alias evidence, as fitted; the same ranks when not fitted)
+        and the decision's weights.
     """
     linker = find_linker(nlp, component)
     spans, gold_ids, skipped = gold_mentions(examples, linker)
-    ranks, statuses = exhaustive_ranks(
+    ranks, decided, statuses = exhaustive_rank_sets(
         linker, spans, gold_ids, batch_size=batch_size, entity_chunk_size=entity_chunk_size
     )
     metrics: Dict[str, object] = dict(ranking_metrics(ranks, hits=PAPER_HITS))
@@ -110,6 +146,8 @@ def evaluate_pipeline(
     metrics["n_entities"] = len(linker.kb)
     metrics["skipped"] = dict(skipped)
     metrics["images"] = dict(statuses)
+    metrics["decision"] = dict(ranking_metrics(decided, hits=PAPER_HITS))
+    metrics["decision"]["weights"] = linker.decision.to_dict() if linker.alias_evidence else None
     return metrics
 
 
@@ -145,6 +183,11 @@ def format_metrics(metrics: Dict[str, object], title: str = "") -> str:
             if key == "mean_rank"
             else f"  {key:<10} {value * 100:7.2f}%"
         )
+    decision = metrics.get("decision") or {}
+    if decision.get("weights") and decision["weights"].get("fitted_on"):
+        lines.append("Full-KB ranking by the linker's decision (model score + alias evidence)")
+        for key in ("mrr", "hits@1", "hits@5"):
+            lines.append(f"  {key:<10} {float(decision[key]) * 100:7.2f}%")
     candidates = metrics.get("candidates", {})
     if candidates:
         lines.append("Linker (alias + nearest candidates, reranked)")

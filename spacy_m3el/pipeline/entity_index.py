@@ -12,8 +12,9 @@ score, capped at ``max_candidates``.
 """
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy
 
@@ -154,6 +155,25 @@ class EntityIndex:
             )
 
 
+@dataclass
+class CandidateSet:
+    """Stage 1's candidates for one mention: entity cache rows, and where they came from.
+
+    rows (List[int]): Cache rows, the alias candidates first, then the nearest entities.
+    alias_priors (Dict[int, float]): The prior probability of each row that the alias
+        table lists under the mention's name (rows only near in embedding space are absent).
+    """
+
+    rows: List[int]
+    alias_priors: Dict[int, float] = field(default_factory=dict)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
 def retrieve_candidates(
     cache: EntityCache,
     queries: numpy.ndarray,
@@ -161,7 +181,7 @@ def retrieve_candidates(
     *,
     top_k: int,
     max_candidates: Optional[int],
-) -> List[List[int]]:
+) -> List[CandidateSet]:
     """Stage 1: the entity cache rows that stage 2 reranks, per mention.
 
     cache (EntityCache): The entity cache of the current weights and KB.
@@ -171,13 +191,19 @@ def retrieve_candidates(
     top_k (int): How many nearest entities to add.
     max_candidates (Optional[int]): Keep at most this many rows, those with the
         highest retrieval score (the top_k nearest always among them).
-    RETURNS (List[List[int]]): The alias candidates' rows, then the nearest.
+    RETURNS (List[CandidateSet]): The alias candidates' rows (with their priors),
+        then the nearest.
     """
     nearest = cache.nearest(queries, top_k)
-    rows_per_mention = []
+    candidate_sets = []
     for query, aliases, near in zip(queries, alias_candidates, nearest):
-        rows = list(dict.fromkeys(cache.rows_of(c.entity_ for c in aliases) + near))
+        priors: Dict[int, float] = {}
+        for candidate in aliases:
+            row = cache.rows.get(candidate.entity_)
+            if row is not None:
+                priors[row] = max(priors.get(row, 0.0), float(candidate.prior_prob))
+        rows = list(dict.fromkeys(list(priors) + near))
         if max_candidates is not None and len(rows) > max_candidates:
             rows = cache.most_similar(query, rows, max_candidates)
-        rows_per_mention.append(rows)
-    return rows_per_mention
+        candidate_sets.append(CandidateSet(rows, {r: priors[r] for r in rows if r in priors}))
+    return candidate_sets

@@ -10,12 +10,9 @@ and :class:`~.inputs.ImageLoader` decodes images.
 
 from dataclasses import dataclass, field
 from itertools import islice
-from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy
-import srsly
-from spacy import util
 from spacy.errors import Errors
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
@@ -28,21 +25,17 @@ from ..kb import NIL, MultimodalKB
 from ..ml.model import M3ELModel
 from ..ml.sides import SideArrays
 from ..scoring import CANDIDATES_ATTR
+from .calibration import decision_groups
+from .decision import LinkDecision, fit_decision
 from .entity_cache import EntityCache
 from .entity_index import CACHE_FILE, EntityIndex, retrieve_candidates
 from .gold import GOLD_NOT_IN_KB, missing_gold_message, reference_gold
 from .inputs import ImageLoader, mention_text
-from .loading import check_folder, load_kb, load_weights, read_cfg
+from .mining import NegativeMiner
 from .ranking import Ranking, choose, rerank, score_all
+from .serialization import LinkerSerialization
 from .settings import check_settings
-from .training import (
-    GoldMentions,
-    gold_ents_scorer,
-    random_image_choice,
-    training_batch,
-    with_gold_ents,
-    with_images,
-)
+from .training import component_training_batch, gold_ents_scorer, with_gold_ents, with_images
 
 __all__ = ["CACHE_FILE", "DocPrediction", "M3ELLinker", "Ranking"]
 
@@ -60,7 +53,7 @@ class DocPrediction:
     image_status: Optional[str] = None
 
 
-class M3ELLinker(TrainablePipe):
+class M3ELLinker(LinkerSerialization, TrainablePipe):
     """Link entity spans to a multimodal KB using the text and the doc's image.
 
     vocab (Vocab): The shared vocab.
@@ -81,6 +74,11 @@ class M3ELLinker(TrainablePipe):
         cost of a mention when names are highly ambiguous. None keeps all.
     n_hard_negatives (int): Alias candidates of a mention that join the
         batch's negatives in training.
+    n_mined_negatives (int): Entities of the whole KB nearest to a mention
+        (other than its gold) that join the batch's negatives in training.
+    mining_refresh (int): Re-encode the KB for mining after this many updates.
+    alias_evidence (bool): Combine the model's score with the alias table's
+        evidence as fitted by ``fit_decision`` (False: rank by the model's score).
     get_candidates_batch (Callable): ``(kb, spans) -> candidates per span``.
     generate_empty_kb (Callable[[Vocab, int], MultimodalKB]): Creates the KB
         object that ``from_disk`` fills.
@@ -112,6 +110,9 @@ class M3ELLinker(TrainablePipe):
         top_k: int = 10,
         max_candidates: Optional[int] = 16,
         n_hard_negatives: int = 3,
+        n_mined_negatives: int = 0,
+        mining_refresh: int = 100,
+        alias_evidence: bool = True,
         get_candidates_batch: Callable[[MultimodalKB, Iterable[Span]], Iterable[Iterable[Any]]],
         generate_empty_kb: Callable[[Vocab, int], MultimodalKB],
         image_attr: str = "image",
@@ -129,6 +130,8 @@ class M3ELLinker(TrainablePipe):
             max_candidates=max_candidates,
             top_k=top_k,
             n_hard_negatives=n_hard_negatives,
+            n_mined_negatives=n_mined_negatives,
+            mining_refresh=mining_refresh,
             max_context_tokens=max_context_tokens,
             entity_batch_size=entity_batch_size,
             entity_cache_precision=entity_cache_precision,
@@ -148,7 +151,8 @@ class M3ELLinker(TrainablePipe):
         self.save_entity_cache = save_entity_cache
         self.ignore_missing_gold = ignore_missing_gold
         self.use_gold_ents = use_gold_ents
-        self.cfg: Dict[str, Any] = {"overwrite": overwrite}
+        self.alias_evidence = alias_evidence
+        self.cfg: Dict[str, Any] = {"overwrite": overwrite, "decision": LinkDecision().to_dict()}
         self.kb: MultimodalKB = generate_empty_kb(vocab, 1)
         self.scorer = gold_ents_scorer(self, scorer) if scorer is not None else None
         self.images = ImageLoader(image_cache_size, name)
@@ -159,6 +163,7 @@ class M3ELLinker(TrainablePipe):
             batch_size=entity_batch_size,
             component=name,
         )
+        self.miner = NegativeMiner(self.index, n_mined_negatives, mining_refresh)
         self.skipped_missing_gold = 0
         install_image_extension(image_attr)
         install_span_extension()
@@ -172,6 +177,24 @@ class M3ELLinker(TrainablePipe):
     def entity_cache_precision(self) -> str:
         """Storage precision of the entity cache ("int8", "float16" or "float32")."""
         return self.index.precision
+
+    @property
+    def decision(self) -> LinkDecision:
+        """How candidates are ranked: model score and alias evidence (see ``fit_decision``)."""
+        return LinkDecision.from_dict(self.cfg["decision"])
+
+    @decision.setter
+    def decision(self, decision: LinkDecision) -> None:
+        self.cfg["decision"] = decision.to_dict()
+
+    def fit_decision(self, examples: Iterable[Example]) -> LinkDecision:
+        """Fit (and keep) the combination of score and alias evidence on held-out examples.
+
+        examples (Iterable[Example]): Dev examples with gold entity spans and KB IDs.
+        RETURNS (LinkDecision): The fitted decision, saved with the pipeline.
+        """
+        self.decision = fit_decision(decision_groups(self, list(examples)))
+        return self.decision
 
     @property
     def entity_batch_size(self) -> int:
@@ -310,11 +333,14 @@ class M3ELLinker(TrainablePipe):
     ) -> List[Ranking]:
         """Stage 2: the full M3EL score of each span's candidate rows, as rankings.
 
+        With ``alias_evidence``, the fitted decision (:attr:`decision`) combines the
+        score with the alias evidence of stage 1's candidate sets.
+
         cache (Optional[EntityCache]): The cache the rows index (default: the component's).
         """
-        return rerank(
-            self.model, mentions, self.entity_cache if cache is None else cache, rows_per_span
-        )
+        cache = self.entity_cache if cache is None else cache
+        decision = self.decision if self.alias_evidence else None
+        return rerank(self.model, mentions, cache, rows_per_span, decision)
 
     def score_all_entities(
         self, spans: List[Span], images: List[object], entity_chunk_size: int = 2048
@@ -384,24 +410,9 @@ class M3ELLinker(TrainablePipe):
         losses.setdefault(self.name, 0.0)
         validate_examples(examples, "M3ELLinker.update")
         self.validate_kb()
-        examples = self._prepare(list(examples))
-        gold = GoldMentions(self.kb, self.labels_discard, self.ignore_missing_gold, self.name)
-        spans, gold_ids = gold(examples)
-        self.skipped_missing_gold += gold.skipped
-        if not spans:
+        batch = component_training_batch(self, self._prepare(list(examples)))
+        if batch is None:
             return losses
-        batch = training_batch(
-            self.model,
-            self.kb,
-            spans,
-            gold_ids,
-            alias_candidates=self.get_candidates_batch(self.kb, spans),
-            mention_images=self.load_images([span.doc for span in spans])[0],
-            images=self.images,
-            n_hard_negatives=self.n_hard_negatives,
-            max_context_tokens=self.max_context_tokens,
-            choose_image=random_image_choice,
-        )
         outputs, backprop = self.model.begin_update(batch)
         backprop(None)
         if sgd is not None:
@@ -412,6 +423,7 @@ class M3ELLinker(TrainablePipe):
     def finish_update(self, sgd) -> None:
         super().finish_update(sgd)
         self.index.model_changed()
+        self.miner.model_updated()
 
     def _prepare(self, examples: List[Example]) -> List[Example]:
         """With use_gold_ents, the gold entities on (copies of) the predicted docs; images too."""
@@ -428,69 +440,3 @@ class M3ELLinker(TrainablePipe):
 
     def rehearse(self, examples, *, sgd=None, losses=None, **config):
         raise NotImplementedError
-
-    # Serialization ------------------------------------------------------------
-
-    def to_bytes(self, *, exclude: Iterable[str] = tuple()) -> bytes:
-        self._validate_serialization_attrs()
-        serialize = {
-            "cfg": lambda: srsly.json_dumps(self.cfg),
-            "kb": self.kb.to_bytes,
-            "model": self.model.to_bytes,
-        }
-        if "vocab" not in exclude:
-            serialize["vocab"] = lambda: self.vocab.to_bytes(exclude=exclude)
-        return util.to_bytes(serialize, exclude)
-
-    def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = tuple()) -> "M3ELLinker":
-        self._validate_serialization_attrs()
-        deserialize = {
-            "cfg": lambda b: self._load_cfg(lambda: srsly.json_loads(b)),
-            "kb": lambda b: self._load_kb(lambda kb: kb.from_bytes(b)),
-            "model": lambda b: self._load_model(lambda: self.model.from_bytes(b)),
-        }
-        if "vocab" not in exclude:
-            deserialize["vocab"] = lambda b: self.vocab.from_bytes(b, exclude=exclude)
-        util.from_bytes(bytes_data, deserialize, exclude)
-        return self
-
-    def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> None:
-        serialize = {
-            "cfg": lambda p: srsly.write_json(p, self.cfg),
-            "kb": lambda p: self.kb.to_disk(p),
-            "model": lambda p: self.model.to_disk(p),
-            CACHE_FILE: self._save_cache,
-        }
-        if "vocab" not in exclude:
-            serialize["vocab"] = lambda p: self.vocab.to_disk(p, exclude=exclude)
-        util.to_disk(path, serialize, exclude)
-
-    def _save_cache(self, path: Path) -> None:
-        if self.save_entity_cache:
-            self.index.save(path, self.kb)
-
-    def from_disk(
-        self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()
-    ) -> "M3ELLinker":
-        path = util.ensure_path(path)
-        check_folder(self.name, path, exclude)
-        deserialize = {
-            "cfg": lambda p: self._load_cfg(lambda: srsly.read_json(p)),
-            "kb": lambda p: self._load_kb(lambda kb: kb.from_disk(p)),
-            "model": lambda p: self._load_model(lambda: self.model.from_bytes(p.read_bytes())),
-            CACHE_FILE: self.index.load,
-        }
-        if "vocab" not in exclude:
-            deserialize["vocab"] = lambda p: self.vocab.from_disk(p, exclude=exclude)
-        util.from_disk(path, deserialize, exclude)
-        return self
-
-    def _load_kb(self, fill: Callable[[MultimodalKB], Any]) -> None:
-        self.kb = load_kb(self.name, self.generate_empty_kb, self.vocab, fill)
-
-    def _load_cfg(self, read: Callable[[], Dict[str, Any]]) -> None:
-        self.cfg.update(read_cfg(self.name, read))
-
-    def _load_model(self, load: Callable[[], Any]) -> None:
-        load_weights(self.name, load)
-        self.index.model_changed()

@@ -7,13 +7,18 @@ import numpy
 from ..kb import NIL
 from ..ml.model import M3ELModel
 from ..ml.sides import SideArrays
+from .decision import LinkDecision, alias_priors_of
 from .entity_cache import EntityCache
 
 Ranking = List[Tuple[str, float]]
 
 
 def rerank(
-    model: M3ELModel, mentions: SideArrays, cache: EntityCache, rows_per_mention: List[List[int]]
+    model: M3ELModel,
+    mentions: SideArrays,
+    cache: EntityCache,
+    rows_per_mention: Sequence[Sequence[int]],
+    decision: Optional[LinkDecision] = None,
 ) -> List[Ranking]:
     """Stage 2: the full score of each mention's candidate rows, as rankings.
 
@@ -23,12 +28,32 @@ def rerank(
     model (M3ELModel): The model.
     mentions (SideArrays): The mentions' side features.
     cache (EntityCache): The entity cache of the current weights and KB.
-    rows_per_mention (List[List[int]]): The cache rows to score per mention (stage 1).
+    rows_per_mention (Sequence[Sequence[int]]): The cache rows to score per mention
+        (stage 1's ``CandidateSet`` objects, or plain lists of rows).
+    decision (Optional[LinkDecision]): Combines the model's score with the alias
+        evidence of ``CandidateSet`` objects; None ranks by the model's score.
     RETURNS (List[Ranking]): Per mention, ``(kb_id, probability)`` best first.
     """
+    rankings = []
+    scores = candidate_scores(model, mentions, cache, rows_per_mention)
+    for rows, row_scores in zip(rows_per_mention, scores):
+        if decision is not None and not decision.is_pure_ranking:
+            priors = alias_priors_of(list(rows), getattr(rows, "alias_priors", {}))
+            row_scores = decision.combine(row_scores, priors)
+        rankings.append(to_ranking([cache.kb_ids[row] for row in rows], row_scores))
+    return rankings
+
+
+def candidate_scores(
+    model: M3ELModel,
+    mentions: SideArrays,
+    cache: EntityCache,
+    rows_per_mention: Sequence[Sequence[int]],
+) -> List[numpy.ndarray]:
+    """The model's score of each mention's candidate rows (all mentions in one call)."""
     unique_rows = sorted({row for rows in rows_per_mention for row in rows})
     if not unique_rows:
-        return [[] for _ in rows_per_mention]
+        return [numpy.zeros(0, dtype="float32") for _ in rows_per_mention]
     local = {row: j for j, row in enumerate(unique_rows)}
     # One row of candidates per mention, padded (with entity 0) to the longest.
     width = max(len(rows) for rows in rows_per_mention)
@@ -36,10 +61,7 @@ def rerank(
     for i, rows in enumerate(rows_per_mention):
         entity_index[i, : len(rows)] = [local[row] for row in rows]
     scores = model.score(mentions, cache.side_rows(unique_rows), entity_index)
-    return [
-        to_ranking([cache.kb_ids[row] for row in rows], scores[i, : len(rows)])
-        for i, rows in enumerate(rows_per_mention)
-    ]
+    return [scores[i, : len(rows)] for i, rows in enumerate(rows_per_mention)]
 
 
 def score_all(

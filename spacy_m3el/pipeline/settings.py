@@ -14,6 +14,8 @@ def check_settings(
     max_candidates: Optional[int],
     top_k: int,
     n_hard_negatives: int,
+    n_mined_negatives: int,
+    mining_refresh: int,
     max_context_tokens: int,
     entity_batch_size: int,
     entity_cache_precision: str,
@@ -29,6 +31,8 @@ def check_settings(
     minimums = {
         "top_k": (top_k, 0),
         "n_hard_negatives": (n_hard_negatives, 0),
+        "n_mined_negatives": (n_mined_negatives, 0),
+        "mining_refresh": (mining_refresh, 1),
         "max_context_tokens": (max_context_tokens, 1),
         "entity_batch_size": (entity_batch_size, 1),
     }

@@ -1,5 +1,6 @@
 """Training batches for the linker: gold mentions, negatives, and the model's inputs."""
 
+from functools import partial
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy
@@ -8,7 +9,7 @@ from spacy.training import Example
 
 from ..images import copy_image
 from ..kb import MultimodalKB
-from ..ml.model import M3ELModel, TrainingBatch
+from ..ml.model import Features, M3ELModel, TrainingBatch
 from .gold import GOLD_NOT_IN_KB, GOLD_OK, gold_status, missing_gold_message
 from .inputs import ImageLoader, entity_text, mention_text
 
@@ -102,24 +103,32 @@ def training_batch(
     n_hard_negatives: int,
     max_context_tokens: int,
     choose_image: Callable[[int], int],
+    mine: Optional[Callable[[Features], List[List[str]]]] = None,
 ) -> TrainingBatch:
     """The model's inputs for a batch of gold mentions.
 
     Each mention is scored against every entity of the batch: the gold
     entities of all mentions (deduplicated) plus, per mention, its
-    ``n_hard_negatives`` alias candidates with the highest prior.
+    ``n_hard_negatives`` alias candidates with the highest prior and the
+    negatives that ``mine`` finds in the whole KB.
 
     alias_candidates (Iterable[Iterable[Candidate]]): The KB's candidates per span.
     mention_images (List[Optional[PIL.Image.Image]]): The image of each span's doc.
     images (ImageLoader): Loads the entities' images.
     choose_image (Callable[[int], int]): Picks which of an entity's n images to use.
+    mine (Optional[Callable[[Features], List[List[str]]]]): The mined negatives' KB IDs
+        per mention, from the featurized mentions.
     RETURNS (TrainingBatch): Featurized mentions and entities and the gold columns.
     """
+    texts = [mention_text(s, max_context_tokens) for s in spans]
+    mention_features = model.featurize(texts, mention_images)
+    mined = mine(mention_features) if mine is not None else [[] for _ in spans]
     entity_ids = list(dict.fromkeys(gold_ids))
-    for gold, candidates in zip(gold_ids, alias_candidates):
+    for gold, candidates, hard in zip(gold_ids, alias_candidates, mined):
         ranked = sorted(candidates, key=lambda c: -c.prior_prob)
         negatives = [c.entity_ for c in ranked if c.entity_ != gold]
         entity_ids.extend(negatives[:n_hard_negatives])
+        entity_ids.extend(hard)
     entity_ids = list(dict.fromkeys(entity_ids))
     column = {kb_id: i for i, kb_id in enumerate(entity_ids)}
     records = [kb.get_record(kb_id) for kb_id in entity_ids]
@@ -130,11 +139,45 @@ def training_batch(
         for r in records
     ]
     return TrainingBatch(
-        mention_features=model.featurize(
-            [mention_text(s, max_context_tokens) for s in spans], mention_images
-        ),
+        mention_features=mention_features,
         entity_features=model.featurize([entity_text(r) for r in records], entity_images),
         labels=numpy.array([column[g] for g in gold_ids], dtype="int64"),
+    )
+
+
+def component_training_batch(component: Any, examples: List[Example]) -> Optional[TrainingBatch]:
+    """The training batch of an ``m3el_linker`` for prepared examples (None if nothing to learn).
+
+    component (M3ELLinker): Gives the KB, model, images, settings and negative miner;
+        mentions skipped for a gold ID missing from the KB are added to its
+        ``skipped_missing_gold``.
+    """
+    gold = GoldMentions(
+        component.kb, component.labels_discard, component.ignore_missing_gold, component.name
+    )
+    spans, gold_ids = gold(examples)
+    component.skipped_missing_gold += gold.skipped
+    if not spans:
+        return None
+    model, miner = component.model, component.miner
+
+    def mine(mention_features: Features) -> List[List[str]]:
+        mentions = model.encode_features("mention", mention_features)
+        queries = partial(model.retrieval_vectors, query=True)
+        return miner.mine(component.kb, mentions, gold_ids, queries)
+
+    return training_batch(
+        model,
+        component.kb,
+        spans,
+        gold_ids,
+        alias_candidates=component.get_candidates_batch(component.kb, spans),
+        mention_images=component.load_images([span.doc for span in spans])[0],
+        images=component.images,
+        n_hard_negatives=component.n_hard_negatives,
+        max_context_tokens=component.max_context_tokens,
+        choose_image=random_image_choice,
+        mine=mine if miner.enabled else None,
     )
 
 

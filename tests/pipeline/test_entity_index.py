@@ -61,13 +61,14 @@ def test_retrieve_puts_alias_candidates_first_and_caps_by_similarity(float_linke
     linker, spans, mentions = mention_sides(float_linker, ["Q1", "Q3"])
     cache = linker.entity_cache
     queries = linker.model.retrieval_vectors(mentions, query=True)
-    aliases = [[SimpleNamespace(entity_="Q6")], []]  # retrieval reads only entity_
+    aliases = [[SimpleNamespace(entity_="Q6", prior_prob=0.25)], []]
     rows = retrieve_candidates(cache, queries, aliases, top_k=2, max_candidates=None)
     nearest = cache.nearest(queries, 2)
-    assert rows[0] == list(dict.fromkeys([cache.rows["Q6"]] + nearest[0]))
-    assert rows[1] == nearest[1]
+    assert rows[0].rows == list(dict.fromkeys([cache.rows["Q6"]] + nearest[0]))
+    assert rows[0].alias_priors == {cache.rows["Q6"]: 0.25}
+    assert rows[1].rows == nearest[1] and rows[1].alias_priors == {}
     capped = retrieve_candidates(cache, queries, aliases, top_k=2, max_candidates=1)
-    assert capped == [nearest[0][:1], nearest[1][:1]]
+    assert [c.rows for c in capped] == [nearest[0][:1], nearest[1][:1]]
     assert linker.retrieve(spans, mentions) == retrieve_candidates(
         cache, queries, linker.get_candidates_batch(linker.kb, spans), top_k=6, max_candidates=16
     )

@@ -1,0 +1,44 @@
+"""Dev data for fitting the linking decision: each mention's candidates, scores and gold."""
+
+from typing import Any, List, Sequence, Tuple
+
+import numpy
+from spacy.training import Example
+
+from .decision import alias_priors_of
+from .gold import GOLD_OK, reference_gold
+from .ranking import candidate_scores
+
+Group = Tuple[numpy.ndarray, List[float], int]
+
+
+def decision_groups(linker: Any, examples: Sequence[Example], batch_size: int = 64) -> List[Group]:
+    """Stage 1 and the model's scores for every gold mention whose gold is among its candidates.
+
+    linker (M3ELLinker): The trained component (its KB, model and stage-1 settings).
+    examples (Sequence[Example]): Dev examples; their reference docs' entity spans
+        carry the gold KB IDs, and images as the linker reads them.
+    RETURNS (List[Group]): Per usable mention: candidate scores, alias priors (NaN for
+        candidates found by embedding similarity only) and the gold's position.
+    """
+    gold = [
+        (ent, kb_id)
+        for eg in examples
+        for ent, kb_id, status in reference_gold(linker.kb, eg.reference.ents)
+        if status == GOLD_OK
+    ]
+    groups: List[Group] = []
+    cache = linker.entity_cache
+    for start in range(0, len(gold), batch_size):
+        batch = gold[start : start + batch_size]
+        spans = [ent for ent, _ in batch]
+        images, _ = linker.load_images([span.doc for span in spans])
+        mentions = linker.encode_mentions(spans, images)
+        candidate_sets = linker.retrieve(spans, mentions)
+        scores = candidate_scores(linker.model, mentions, cache, candidate_sets)
+        for (_, kb_id), candidates, row_scores in zip(batch, candidate_sets, scores):
+            rows = list(candidates)
+            if cache.rows[kb_id] in rows:
+                priors = alias_priors_of(rows, candidates.alias_priors)
+                groups.append((row_scores, priors, rows.index(cache.rows[kb_id])))
+    return groups

@@ -1,0 +1,136 @@
+"""The linking decision: model score plus alias evidence, fitted on dev data."""
+
+import math
+
+import numpy
+import pytest
+import spacy
+
+from spacy_m3el.pipeline.decision import LinkDecision, candidate_features, fit_decision
+
+from ..util import ENTITIES, color_image, create_kb, make_doc, make_examples, train
+
+NAN = float("nan")
+
+
+def test_candidate_features():
+    features = candidate_features(numpy.array([0.5, 0.2]), [0.25, NAN])
+    numpy.testing.assert_allclose(features, [[0.5, 1.0, math.log(0.25)], [0.2, 0.0, 0.0]])
+
+
+def test_default_decision_is_the_pure_ranking():
+    decision = LinkDecision()
+    assert decision.is_pure_ranking
+    scores = numpy.array([0.1, 0.7, 0.3], dtype="float32")
+    numpy.testing.assert_array_equal(decision.combine(scores, [0.5, NAN, 0.5]), scores)
+
+
+def test_fit_learns_that_alias_candidates_are_right_when_look_alikes_score_higher():
+    rng = numpy.random.default_rng(0)
+    groups = []
+    for _ in range(200):
+        # The gold (an alias candidate) scores a little below an identical-looking dense candidate.
+        gold_score = rng.normal()
+        scores = numpy.array([gold_score, gold_score + 0.3, rng.normal() - 2])
+        groups.append((scores, [0.5, NAN, 0.5], 0))
+    decision = fit_decision(groups)
+    assert decision.alias_weight > 0.3 and decision.fitted_on == 200
+    combined = decision.combine(numpy.array([1.0, 1.3, -1.0]), [0.5, NAN, 0.5])
+    assert int(numpy.argmax(combined)) == 0
+    # Without an alias entry (a misspelt name) the model's score still decides.
+    assert int(numpy.argmax(decision.combine(numpy.array([1.0, 1.3, -1.0]), [NAN] * 3))) == 1
+
+
+def test_fit_needs_usable_mentions():
+    with pytest.raises(ValueError, match="no dev mention"):
+        fit_decision([(numpy.array([1.0]), [0.5], 0)])
+
+
+def test_malformed_decision_is_a_clear_error():
+    with pytest.raises(ValueError, match="Malformed linking decision"):
+        LinkDecision.from_dict({"score_weight": 1.0})
+
+
+def kb_with_look_alikes(vocab):
+    """The test KB plus, per entity, a copy of its image and description under another name.
+
+    The names ("Jordan II") are close to the originals but are not aliases of their mentions.
+    """
+    kb = create_kb(vocab)
+    for i, record in enumerate(list(kb.records())):
+        name = f"{record.name} {'I' * (i + 2)}"
+        kb.add_multimodal_entity(f"L{i}", name, record.description, list(record.images))
+    kb.add_name_aliases()
+    return kb
+
+
+@pytest.fixture(scope="module")
+def look_alike_nlp(tiny_clip):
+    from thinc.api import fix_random_seed
+
+    from ..util import linker_config
+
+    fix_random_seed(0)
+    nlp = spacy.blank("en")
+    linker = nlp.add_pipe("m3el_linker", config=dict(linker_config(tiny_clip), top_k=4))
+    linker.set_kb(kb_with_look_alikes)
+    examples = make_examples(nlp)
+    nlp.initialize(lambda: examples)
+    train(nlp, examples, steps=40)
+    return nlp
+
+
+def test_fitted_decision_prefers_the_alias_candidate_over_its_look_alike(build_nlp):
+    """Before training, a look-alike scores like the original: the alias evidence decides."""
+    nlp = build_nlp(component_overrides={"top_k": 6})
+    linker = nlp.get_pipe("m3el_linker")
+    linker.set_kb(kb_with_look_alikes)
+    names = {kb_id: name for kb_id, name, _, _ in ENTITIES}
+    docs = [
+        make_doc(nlp, kb_id, color_image(color, noise=20, seed=7))
+        for kb_id, _, _, color in ENTITIES
+    ]
+    for doc in docs:
+        doc.ents = [doc.char_span(doc.ents[0].start_char, doc.ents[0].end_char, label="ENT")]
+
+    def top_names():
+        return [
+            linker.kb.get_record(d.ents[0].kb_id_).name for d in nlp.pipe(d.copy() for d in docs)
+        ]
+
+    linker.alias_evidence = False
+    pure = top_names()
+    assert pure != [names[kb_id] for kb_id, _, _, _ in ENTITIES]  # look-alikes win some
+    linker.alias_evidence = True
+    decision = linker.fit_decision(make_examples(nlp, seed=50))
+    assert decision.alias_weight > 0
+    assert top_names() == [names[kb_id] for kb_id, _, _, _ in ENTITIES]
+
+
+def test_misspelt_mention_links_through_dense_retrieval(look_alike_nlp):
+    nlp = look_alike_nlp
+    linker = nlp.get_pipe("m3el_linker")
+    linker.fit_decision(make_examples(nlp, seed=50))
+    doc = nlp.make_doc("Velmra was in the news again this week.")  # Velmora, misspelt
+    doc.ents = [doc.char_span(0, 6, label="ENT")]
+    doc._.image = color_image(ENTITIES[4][3], noise=20, seed=3)
+    assert not linker.get_candidates_batch(linker.kb, list(doc.ents))[0]  # no alias entry
+    doc = nlp(doc)
+    assert doc.ents[0].kb_id_ == ENTITIES[4][0]
+
+
+def test_save_and_load_keep_the_fitted_decision(look_alike_nlp, tmp_path):
+    linker = look_alike_nlp.get_pipe("m3el_linker")
+    fitted = linker.fit_decision(make_examples(look_alike_nlp, seed=50))
+    look_alike_nlp.to_disk(tmp_path / "p")
+    loaded = spacy.load(tmp_path / "p").get_pipe("m3el_linker")
+    assert loaded.decision == fitted and not fitted.is_pure_ranking
+    restored = spacy.blank("en").add_pipe("m3el_linker", config=loaded_config(look_alike_nlp))
+    restored.from_bytes(linker.to_bytes())
+    assert restored.decision == fitted
+
+
+def loaded_config(nlp):
+    config = dict(nlp.config["components"]["m3el_linker"])
+    config.pop("factory")
+    return config
