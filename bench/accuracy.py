@@ -27,6 +27,7 @@ import re
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -49,7 +50,7 @@ def look_alike_kb(kb, size: int, seed: int = 2):
     rng = numpy.random.default_rng(seed)
     records = list(kb.records())
     taken = {normalize_alias(r.name) for r in records}
-    stems = invent_names(512, numpy.random.default_rng(seed + 1))
+    stems = invent_names(384, numpy.random.default_rng(seed + 1))
     grown = MultimodalKB(kb.vocab, image_root=kb.image_root)
     for r in records:
         grown.add_multimodal_entity(r.kb_id, r.name, r.description, r.images)
@@ -157,7 +158,7 @@ def run(work: Path, sizes: List[int], steps: int, limit: int) -> Dict[str, objec
             row["seconds"] = time.perf_counter() - start
             print(row, flush=True)
             rows.append(row)
-    return {"rows": rows, "mentions": len(docs), "decision": decision.to_dict(), "steps": steps}
+    return {"rows": rows, "mentions": len(docs), "decision": asdict(decision), "steps": steps}
 
 
 def report(results: Dict[str, object], command: str) -> str:

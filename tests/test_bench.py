@@ -166,3 +166,17 @@ def test_pipe_memory_smoke(tmp_path, capsys, no_network):
     assert 0 < result["linked"] <= 96
     printed = capsys.readouterr().out
     assert "RSS MiB" in printed and "RSS growth from the first block to the end" in printed
+
+
+def test_accuracy_smoke(demo_work, tmp_path, repository_report_unchanged, no_network):
+    from bench import accuracy
+
+    output = tmp_path / "BENCHMARKS.md"
+    argv = ["--work", str(demo_work), "--sizes", "150", "--steps", "2", "--mentions", "12"]
+    results = accuracy.main([*argv, "--output", str(output)])
+    rows = table_rows(output.read_text(encoding="utf8"), accuracy.HEADING)
+    assert [row[0] for row in rows] == ["distractors", "fresh names", "look-alikes"]
+    assert all(row[1] == "150" for row in rows)
+    for row in results["rows"]:
+        assert in_unit_interval(row["ceiling"], *(row[v] for v in accuracy.VARIANTS))
+    assert results["decision"]["fitted_on"] > 0

@@ -189,3 +189,46 @@ def test_assets_accepts_a_local_checkpoint_or_an_allowed_download(
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     assert main([*args, "--encoder", "openai/clip-vit-base-patch32"]) == 0
     assert "downloaded from the Hugging Face hub" in capsys.readouterr().out
+
+
+def test_fit_decision_command_saves_the_fitted_decision(demo_dir: Path, tmp_path: Path, capsys):
+    import spacy
+    from thinc.api import fix_random_seed
+
+    from spacy_m3el.kb import kb_from_file
+    from spacy_m3el.ml.tiny_clip import build_tiny_clip
+    from spacy_m3el.readers import read_examples
+
+    corpus = tmp_path / "corpus"
+    assert (
+        main(
+            [
+                "prepare",
+                "--dataset",
+                "demo",
+                "--dataset-dir",
+                str(demo_dir),
+                "--output",
+                str(corpus),
+            ]
+        )
+        == 0
+    )
+    clip = build_tiny_clip(tmp_path / "clip")
+    fix_random_seed(0)
+    nlp = spacy.blank("en")
+    widths = {"text_width": 32, "vision_width": 32, "projection_dim": 32}
+    config = {
+        "model": {"hidden_width": 16, "image_width": 16, "encoder": {"name": str(clip), **widths}}
+    }
+    nlp.add_pipe("m3el_linker", config=config).set_kb(kb_from_file(corpus / "kb"))
+    nlp.initialize(lambda: list(read_examples(nlp, corpus / "train.spacy")))
+    nlp.to_disk(tmp_path / "pipeline")
+    capsys.readouterr()
+    code = main(["fit-decision", str(tmp_path / "pipeline"), str(corpus / "dev.spacy")])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "Linking decision fitted on" in printed and "Dev Hits@1" in printed
+    decision = spacy.load(tmp_path / "pipeline").get_pipe("m3el_linker").decision
+    assert decision.fitted_on > 0
+    assert main(["fit-decision", str(tmp_path / "missing"), str(corpus / "dev.spacy")]) == 1
