@@ -49,6 +49,8 @@ setup(
             f"spacy_m3el.AliasCandidates.v1 = {REGISTRATIONS}:create_alias_candidates_v1",
             "spacy_m3el.AliasCandidatesBatch.v1 = "
             f"{REGISTRATIONS}:create_alias_candidates_batch_v1",
+            "spacy_m3el.AliasCandidatesBatch.v2 = "
+            f"{REGISTRATIONS}:create_alias_candidates_batch_v2",
         ],
         "spacy_readers": [
             f"spacy_m3el.MultimodalCorpus.v1 = {REGISTRATIONS}:create_multimodal_corpus_v1"

@@ -14,6 +14,7 @@ from spacy.language import Language
 from spacy.tokens import Span
 from spacy.training import Example
 
+from .kb import normalize_alias
 from .pipeline.gold import GOLD_OK, reference_gold
 from .pipeline.linker import M3ELLinker
 from .readers import read_examples
@@ -100,16 +101,20 @@ def exhaustive_rank_sets(
         statuses.update((status or "unused").split(":")[0] for status in image_statuses)
         scores = linker.score_all_entities(batch, images, entity_chunk_size=entity_chunk_size)
         aliases = linker.get_candidates_batch(linker.kb, batch)
-        for row, gold, candidates in zip(scores, gold_ids[start : start + batch_size], aliases):
+        golds = gold_ids[start : start + batch_size]
+        for row, gold, candidates, span in zip(scores, golds, aliases, batch):
             ranks.append(rank_of_gold(row, cache.rows[gold]))
             if decision is None or decision.is_pure_ranking:
                 decided.append(ranks[-1])
                 continue
             priors = numpy.full(len(cache), numpy.nan)
+            fuzzy = numpy.zeros(len(cache), dtype=bool)
             for candidate in candidates:
                 if candidate.entity_ in cache.rows:
-                    priors[cache.rows[candidate.entity_]] = candidate.prior_prob
-            decided.append(rank_of_gold(decision.combine(row, priors), cache.rows[gold]))
+                    row_of = cache.rows[candidate.entity_]
+                    priors[row_of] = candidate.prior_prob
+                    fuzzy[row_of] = normalize_alias(candidate.alias_) != normalize_alias(span.text)
+            decided.append(rank_of_gold(decision.combine(row, priors, fuzzy), cache.rows[gold]))
     return ranks, decided, statuses
 
 

@@ -18,6 +18,7 @@ from spacy.tokens import Span
 from spacy.util import ensure_path
 from spacy.vocab import Vocab
 
+from .aliases import FuzzyAliasIndex
 from .images import normalize_image_value
 
 ImageRef = Union[str, bytes, numpy.ndarray]
@@ -68,6 +69,9 @@ class MultimodalKB(InMemoryLookupKB):
         self._records: Dict[str, EntityRecord] = {}
         self._freqs: Dict[str, float] = {}
         self.image_root = image_root
+        self._fuzzy_index: Optional[FuzzyAliasIndex] = None
+        self._fuzzy_aliases: Dict[str, List[str]] = {}  # normalized -> alias strings
+        self._fuzzy_size = -1
 
     # Entities ---------------------------------------------------------------
 
@@ -182,14 +186,37 @@ class MultimodalKB(InMemoryLookupKB):
         # InMemoryLookupKB exposes frequencies only through candidates; keep our own.
         return self._freqs.get(kb_id, 1.0)
 
-    def candidates_for(self, text: str) -> List[Candidate]:
-        """Alias candidates for a mention text: exact match, then normalized match."""
+    def candidates_for(self, text: str, fuzzy: bool = False) -> List[Candidate]:
+        """Alias candidates for a mention text: exact match, then normalized match.
+
+        fuzzy (bool): If neither matches, the candidates of the aliases within one
+            edit of the normalized text (see :mod:`spacy_m3el.aliases`); their
+            ``alias_`` tells them from exact matches.
+        """
         found = self.get_alias_candidates(text)
-        if not found:
-            normalized = normalize_alias(text)
-            if normalized and normalized != text:
-                found = self.get_alias_candidates(normalized)
+        normalized = normalize_alias(text)
+        if not found and normalized and normalized != text:
+            found = self.get_alias_candidates(normalized)
+        if not found and fuzzy:
+            return self._fuzzy_candidates(normalized)
         return list(found)
+
+    def _fuzzy_candidates(self, normalized: str) -> List[Candidate]:
+        # The index is built on first use and rebuilt when aliases were added.
+        if self._fuzzy_index is None or self._fuzzy_size != self.get_size_aliases():
+            self._fuzzy_aliases = {}
+            for alias in self.get_alias_strings():
+                self._fuzzy_aliases.setdefault(normalize_alias(alias), []).append(alias)
+            self._fuzzy_index = FuzzyAliasIndex(self._fuzzy_aliases)
+            self._fuzzy_size = self.get_size_aliases()
+        seen, found = set(), []
+        for key in self._fuzzy_index.lookup(normalized):
+            for alias in self._fuzzy_aliases[key]:
+                for candidate in self.get_alias_candidates(alias):
+                    if candidate.entity_ not in seen:
+                        seen.add(candidate.entity_)
+                        found.append(candidate)
+        return found
 
     # Serialization ----------------------------------------------------------
 
@@ -337,3 +364,12 @@ def get_alias_candidates(kb: MultimodalKB, mention: Span) -> List[Candidate]:
 
 def get_alias_candidates_batch(kb: MultimodalKB, mentions: Iterable[Span]) -> List[List[Candidate]]:
     return [get_alias_candidates(kb, mention) for mention in mentions]
+
+
+def fuzzy_alias_candidates_batch(
+    kb: MultimodalKB, mentions: Iterable[Span]
+) -> List[List[Candidate]]:
+    """Exact, then normalized, then within-one-edit alias candidates of each mention."""
+    if not isinstance(kb, MultimodalKB):
+        return [list(kb.get_candidates(mention)) for mention in mentions]
+    return [kb.candidates_for(mention.text, fuzzy=True) for mention in mentions]

@@ -17,6 +17,7 @@ from thinc.api import Config, Model
 from .kb import (
     MultimodalKB,
     empty_kb,
+    fuzzy_alias_candidates_batch,
     get_alias_candidates,
     get_alias_candidates_batch,
     kb_from_file,
@@ -72,7 +73,7 @@ DEFAULT_MODEL = Config().from_str(DEFAULT_MODEL_CONFIG)["model"]
         "n_mined_negatives": 3,
         "mining_refresh": 100,
         "alias_evidence": True,
-        "get_candidates_batch": {"@misc": "spacy_m3el.AliasCandidatesBatch.v1"},
+        "get_candidates_batch": {"@misc": "spacy_m3el.AliasCandidatesBatch.v2"},
         "generate_empty_kb": {"@misc": "spacy_m3el.EmptyKB.v1"},
         "image_attr": "image",
         "max_context_tokens": 64,
@@ -279,6 +280,12 @@ def create_alias_candidates_v1() -> Callable:
 @registry.misc("spacy_m3el.AliasCandidatesBatch.v1")
 def create_alias_candidates_batch_v1() -> Callable:
     return get_alias_candidates_batch
+
+
+@registry.misc("spacy_m3el.AliasCandidatesBatch.v2")
+def create_alias_candidates_batch_v2() -> Callable:
+    """Exact, then normalized, then within-one-edit (misspelt names) alias candidates."""
+    return fuzzy_alias_candidates_batch
 
 
 @registry.readers("spacy_m3el.MultimodalCorpus.v1")

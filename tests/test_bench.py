@@ -179,4 +179,4 @@ def test_accuracy_smoke(demo_work, tmp_path, repository_report_unchanged, no_net
     assert all(row[1] == "150" for row in rows)
     for row in results["rows"]:
         assert in_unit_interval(row["ceiling"], *(row[v] for v in accuracy.VARIANTS))
-    assert results["decision"]["fitted_on"] > 0
+    assert results["dev"] > 0 and all("alias_weight" in row for row in results["rows"])

@@ -18,7 +18,12 @@ from spacy.util import registry
 from thinc.api import Config
 
 import spacy_m3el
-from spacy_m3el.kb import empty_kb, get_alias_candidates, get_alias_candidates_batch
+from spacy_m3el.kb import (
+    empty_kb,
+    fuzzy_alias_candidates_batch,
+    get_alias_candidates,
+    get_alias_candidates_batch,
+)
 from spacy_m3el.pipeline.linker import M3ELLinker
 from spacy_m3el.readers import MultimodalCorpus
 from spacy_m3el.scoring import score_linker
@@ -48,6 +53,7 @@ EXPECTED_NAMES = {
         "spacy_m3el.KBFromFile.v1",
         "spacy_m3el.AliasCandidates.v1",
         "spacy_m3el.AliasCandidatesBatch.v1",
+        "spacy_m3el.AliasCandidatesBatch.v2",
     },
     "spacy_readers": {"spacy_m3el.MultimodalCorpus.v1"},
     "spacy_scorers": {"spacy_m3el.linker_scorer.v1"},
@@ -154,6 +160,7 @@ def test_registered_functions_return_the_implementations(tmp_path):
     assert registry.misc.get("spacy_m3el.EmptyKB.v1")() is empty_kb
     assert registry.misc.get("spacy_m3el.AliasCandidates.v1")() is get_alias_candidates
     assert registry.misc.get("spacy_m3el.AliasCandidatesBatch.v1")() is get_alias_candidates_batch
+    assert registry.misc.get("spacy_m3el.AliasCandidatesBatch.v2")() is fuzzy_alias_candidates_batch
     assert callable(registry.misc.get("spacy_m3el.KBFromFile.v1")(tmp_path / "kb"))
     assert registry.scorers.get("spacy_m3el.linker_scorer.v1")() is score_linker
     assert isinstance(
@@ -253,7 +260,7 @@ def test_m3el_linker_is_a_known_factory(tiny_clip):
     assert component_config["model"]["encoder"]["name"] == tiny_clip
     assert component_config["model"]["alignment"]["@misc"] == "spacy_m3el.AttentionAlignment.v1"
     assert component_config["scorer"]["@scorers"] == "spacy_m3el.linker_scorer.v1"
-    assert component_config["get_candidates_batch"]["@misc"] == "spacy_m3el.AliasCandidatesBatch.v1"
+    assert component_config["get_candidates_batch"]["@misc"] == "spacy_m3el.AliasCandidatesBatch.v2"
     assert component_config["generate_empty_kb"]["@misc"] == "spacy_m3el.EmptyKB.v1"
     # The config alone rebuilds the pipeline.
     rebuilt = spacy.util.load_model_from_config(nlp.config, auto_fill=True)

@@ -5,11 +5,11 @@ from typing import Any, List, Sequence, Tuple
 import numpy
 from spacy.training import Example
 
-from .decision import alias_priors_of
+from .decision import alias_priors_of, fuzzy_flags_of
 from .gold import GOLD_OK, reference_gold
 from .ranking import candidate_scores
 
-Group = Tuple[numpy.ndarray, List[float], int]
+Group = Tuple[numpy.ndarray, List[float], List[bool], int]
 
 
 def decision_groups(linker: Any, examples: Sequence[Example], batch_size: int = 64) -> List[Group]:
@@ -19,7 +19,8 @@ def decision_groups(linker: Any, examples: Sequence[Example], batch_size: int = 
     examples (Sequence[Example]): Dev examples; their reference docs' entity spans
         carry the gold KB IDs, and images as the linker reads them.
     RETURNS (List[Group]): Per usable mention: candidate scores, alias priors (NaN for
-        candidates found by embedding similarity only) and the gold's position.
+        candidates found by embedding similarity only), fuzzy-match flags and the
+        gold's position.
     """
     gold = [
         (ent, kb_id)
@@ -40,5 +41,6 @@ def decision_groups(linker: Any, examples: Sequence[Example], batch_size: int = 
             rows = list(candidates)
             if cache.rows[kb_id] in rows:
                 priors = alias_priors_of(rows, candidates.alias_priors)
-                groups.append((row_scores, priors, rows.index(cache.rows[kb_id])))
+                fuzzy = fuzzy_flags_of(rows, candidates.fuzzy_rows)
+                groups.append((row_scores, priors, fuzzy, rows.index(cache.rows[kb_id])))
     return groups

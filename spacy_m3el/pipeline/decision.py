@@ -5,11 +5,15 @@ the mention's name (with a prior probability) and entities that are only
 near the mention in the model's embedding space. The model's score alone
 treats them alike, so in a large KB an entity with the gold's picture and
 another name can win. The decision adds the alias table's evidence with
-three weights, a conditional logit over each mention's candidates::
+four weights, a conditional logit over each mention's candidates::
 
     combined = score_weight * score
                + alias_weight * is_alias
                + prior_weight * is_alias * log(max(prior, MIN_PRIOR))
+               + fuzzy_weight * is_fuzzy
+
+where ``is_fuzzy`` marks alias candidates found under an alias within one
+edit of the mention's name rather than under the name itself.
 
 :func:`fit_decision` fits the weights by maximum likelihood of the gold
 candidate on held-out (dev) mentions, so the probabilities reported for the
@@ -20,11 +24,12 @@ unseen mention), because then no candidate gets the alias terms.
 """
 
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from typing import AbstractSet, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy
 
 MIN_PRIOR = 1e-4
+PURE = numpy.array([1.0, 0.0, 0.0, 0.0])  # the papers' ranking: the model's score alone
 
 
 @dataclass(frozen=True)
@@ -34,22 +39,34 @@ class LinkDecision:
     score_weight: float = 1.0
     alias_weight: float = 0.0
     prior_weight: float = 0.0
+    fuzzy_weight: float = 0.0
     fitted_on: int = 0  # mentions the weights were fitted on (0: not fitted)
 
-    def combine(self, scores: numpy.ndarray, alias_priors: Sequence[float]) -> numpy.ndarray:
+    def combine(
+        self,
+        scores: numpy.ndarray,
+        alias_priors: Sequence[float],
+        fuzzy: Optional[Sequence[bool]] = None,
+    ) -> numpy.ndarray:
         """Combined scores of one mention's candidates.
 
         scores (numpy.ndarray[C]): The model's scores.
         alias_priors (Sequence[float]): Each candidate's alias prior; NaN for a
             candidate that is not in the alias table under the mention's name.
+        fuzzy (Optional[Sequence[bool]]): Which alias candidates matched within one edit.
         RETURNS (numpy.ndarray[C]): float64 combined scores.
         """
-        features = candidate_features(scores, alias_priors)
-        return features @ numpy.array([self.score_weight, self.alias_weight, self.prior_weight])
+        return candidate_features(scores, alias_priors, fuzzy) @ self.weights
+
+    @property
+    def weights(self) -> numpy.ndarray:
+        return numpy.array(
+            [self.score_weight, self.alias_weight, self.prior_weight, self.fuzzy_weight]
+        )
 
     @property
     def is_pure_ranking(self) -> bool:
-        return self.score_weight == 1.0 and self.alias_weight == 0.0 and self.prior_weight == 0.0
+        return bool((self.weights == PURE).all())
 
     def to_dict(self) -> Dict[str, Any]:
         """The settings for the component's ``cfg``: weights as exact decimal strings
@@ -68,43 +85,48 @@ class LinkDecision:
             raise ValueError(f"Malformed linking decision settings {dict(data)!r}: {err}") from err
 
 
-def candidate_features(scores: numpy.ndarray, alias_priors: Sequence[float]) -> numpy.ndarray:
-    """[C, 3] features: the model score, the alias indicator and the alias log-prior."""
+def candidate_features(
+    scores: numpy.ndarray, alias_priors: Sequence[float], fuzzy: Optional[Sequence[bool]] = None
+) -> numpy.ndarray:
+    """[C, 4] features: model score, alias indicator, alias log-prior, fuzzy-match indicator."""
     priors = numpy.asarray(alias_priors, dtype="float64")
     is_alias = ~numpy.isnan(priors)
     clipped = numpy.maximum(numpy.nan_to_num(priors), MIN_PRIOR)
     log_prior = numpy.where(is_alias, numpy.log(clipped), 0.0)
     model_scores = numpy.asarray(scores, dtype="float64")
-    return numpy.stack([model_scores, is_alias.astype("float64"), log_prior], axis=1)
+    is_fuzzy = numpy.zeros(len(priors)) if fuzzy is None else numpy.asarray(fuzzy, dtype="float64")
+    columns = [model_scores, is_alias.astype("float64"), log_prior, is_fuzzy * is_alias]
+    return numpy.stack(columns, axis=1)
 
 
 def fit_decision(
-    groups: Sequence[Tuple[numpy.ndarray, Sequence[float], int]],
+    groups: Sequence[Tuple[numpy.ndarray, Sequence[float], Sequence[bool], int]],
     *,
     l2: float = 1e-3,
     iterations: int = 100,
 ) -> LinkDecision:
     """Fit the weights by maximum likelihood of the gold candidate (a conditional logit).
 
-    groups (Sequence[Tuple[numpy.ndarray, Sequence[float], int]]): Per dev mention whose
-        gold is among its candidates: the candidates' model scores, their alias priors
-        (NaN if not an alias candidate) and the gold's position.
+    groups (Sequence[Tuple[numpy.ndarray, Sequence[float], Sequence[bool], int]]): Per dev
+        mention whose gold is among its candidates: the candidates' model scores, their
+        alias priors (NaN if not an alias candidate), fuzzy-match flags and the gold's
+        position.
     l2 (float): Ridge penalty per mention on the distance of the weights from the
         pure ranking (1, 0, 0): keeps them finite when the dev data are perfectly
         separated.
     RETURNS (LinkDecision): The fitted weights.
     """
-    usable = [(candidate_features(s, p), g) for s, p, g in groups if len(s) > 1]
+    usable = [(candidate_features(s, p, f), g) for s, p, f, g in groups if len(s) > 1]
     if not usable:
         raise ValueError(
             "Cannot fit the linking decision: no dev mention has its gold entity and at "
             "least one other entity among its candidates."
         )
-    start = numpy.array([1.0, 0.0, 0.0])
+    start = PURE.copy()
     weights = start.copy()
     penalty = l2 * len(usable)
     for _ in range(iterations):  # Newton's method: the objective is convex
-        gradient, hessian = penalty * (weights - start), numpy.eye(3) * penalty
+        gradient, hessian = penalty * (weights - start), numpy.eye(len(start)) * penalty
         for features, gold in usable:
             logits = features @ weights
             p = numpy.exp(logits - logits.max())
@@ -123,3 +145,8 @@ def fit_decision(
 def alias_priors_of(rows: Sequence[int], alias_priors: Mapping[int, float]) -> List[float]:
     """Each row's alias prior, NaN for rows that did not come from the alias table."""
     return [alias_priors.get(row, float("nan")) for row in rows]
+
+
+def fuzzy_flags_of(rows: Sequence[int], fuzzy_rows: AbstractSet[int]) -> List[bool]:
+    """Whether each row is an alias candidate found by a fuzzy (one-edit) match."""
+    return [row in fuzzy_rows for row in rows]

@@ -14,11 +14,11 @@ score, capped at ``max_candidates``.
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 import numpy
 
-from ..kb import MultimodalKB
+from ..kb import MultimodalKB, normalize_alias
 from ..ml.model import M3ELModel
 from .entity_cache import EntityCache, check_precision, concat_stored, encode_side
 from .inputs import ImageLoader, entity_text
@@ -162,10 +162,13 @@ class CandidateSet:
     rows (List[int]): Cache rows, the alias candidates first, then the nearest entities.
     alias_priors (Dict[int, float]): The prior probability of each row that the alias
         table lists under the mention's name (rows only near in embedding space are absent).
+    fuzzy_rows (Set[int]): The alias rows found under an alias within one edit of the
+        name (a misspelt or variant name), not under the name itself.
     """
 
     rows: List[int]
     alias_priors: Dict[int, float] = field(default_factory=dict)
+    fuzzy_rows: Set[int] = field(default_factory=set)
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.rows)
@@ -181,6 +184,7 @@ def retrieve_candidates(
     *,
     top_k: int,
     max_candidates: Optional[int],
+    mention_texts: Optional[Sequence[str]] = None,
 ) -> List[CandidateSet]:
     """Stage 1: the entity cache rows that stage 2 reranks, per mention.
 
@@ -191,19 +195,27 @@ def retrieve_candidates(
     top_k (int): How many nearest entities to add.
     max_candidates (Optional[int]): Keep at most this many rows, those with the
         highest retrieval score (the top_k nearest always among them).
+    mention_texts (Optional[Sequence[str]]): The mentions' names; an alias candidate
+        whose alias does not normalize to its mention's name is a fuzzy match.
     RETURNS (List[CandidateSet]): The alias candidates' rows (with their priors),
         then the nearest.
     """
     nearest = cache.nearest(queries, top_k)
+    texts = mention_texts if mention_texts is not None else [None] * len(nearest)
     candidate_sets = []
-    for query, aliases, near in zip(queries, alias_candidates, nearest):
+    for query, aliases, near, text in zip(queries, alias_candidates, nearest, texts):
+        name = normalize_alias(text) if text is not None else None
         priors: Dict[int, float] = {}
+        fuzzy: Set[int] = set()
         for candidate in aliases:
             row = cache.rows.get(candidate.entity_)
             if row is not None:
                 priors[row] = max(priors.get(row, 0.0), float(candidate.prior_prob))
+                if name is not None and normalize_alias(candidate.alias_) != name:
+                    fuzzy.add(row)
         rows = list(dict.fromkeys(list(priors) + near))
         if max_candidates is not None and len(rows) > max_candidates:
             rows = cache.most_similar(query, rows, max_candidates)
-        candidate_sets.append(CandidateSet(rows, {r: priors[r] for r in rows if r in priors}))
+        kept = {r: priors[r] for r in rows if r in priors}
+        candidate_sets.append(CandidateSet(rows, kept, fuzzy & set(kept)))
     return candidate_sets

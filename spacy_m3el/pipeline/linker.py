@@ -323,6 +323,7 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
             self.get_candidates_batch(self.kb, spans),
             top_k=self.top_k,
             max_candidates=self.max_candidates,
+            mention_texts=[span.text for span in spans],
         )
 
     def rerank(

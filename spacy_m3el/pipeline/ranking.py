@@ -7,7 +7,7 @@ import numpy
 from ..kb import NIL
 from ..ml.model import M3ELModel
 from ..ml.sides import SideArrays
-from .decision import LinkDecision, alias_priors_of
+from .decision import LinkDecision, alias_priors_of, fuzzy_flags_of
 from .entity_cache import EntityCache
 
 Ranking = List[Tuple[str, float]]
@@ -39,7 +39,8 @@ def rerank(
     for rows, row_scores in zip(rows_per_mention, scores):
         if decision is not None and not decision.is_pure_ranking:
             priors = alias_priors_of(list(rows), getattr(rows, "alias_priors", {}))
-            row_scores = decision.combine(row_scores, priors)
+            fuzzy = fuzzy_flags_of(list(rows), getattr(rows, "fuzzy_rows", set()))
+            row_scores = decision.combine(row_scores, priors, fuzzy)
         rankings.append(to_ranking([cache.kb_ids[row] for row in rows], row_scores))
     return rankings
 

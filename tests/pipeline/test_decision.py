@@ -14,8 +14,15 @@ NAN = float("nan")
 
 
 def test_candidate_features():
-    features = candidate_features(numpy.array([0.5, 0.2]), [0.25, NAN])
-    numpy.testing.assert_allclose(features, [[0.5, 1.0, math.log(0.25)], [0.2, 0.0, 0.0]])
+    features = candidate_features(
+        numpy.array([0.5, 0.2, 0.1]), [0.25, NAN, 0.5], [False, True, True]
+    )
+    expected = [
+        [0.5, 1.0, math.log(0.25), 0.0],
+        [0.2, 0.0, 0.0, 0.0],
+        [0.1, 1.0, math.log(0.5), 1.0],
+    ]
+    numpy.testing.assert_allclose(features, expected)  # only alias candidates can be fuzzy
 
 
 def test_default_decision_is_the_pure_ranking():
@@ -32,7 +39,7 @@ def test_fit_learns_that_alias_candidates_are_right_when_look_alikes_score_highe
         # The gold (an alias candidate) scores a little below an identical-looking dense candidate.
         gold_score = rng.normal()
         scores = numpy.array([gold_score, gold_score + 0.3, rng.normal() - 2])
-        groups.append((scores, [0.5, NAN, 0.5], 0))
+        groups.append((scores, [0.5, NAN, 0.5], [False] * 3, 0))
     decision = fit_decision(groups)
     assert decision.alias_weight > 0.3 and decision.fitted_on == 200
     combined = decision.combine(numpy.array([1.0, 1.3, -1.0]), [0.5, NAN, 0.5])
@@ -43,7 +50,7 @@ def test_fit_learns_that_alias_candidates_are_right_when_look_alikes_score_highe
 
 def test_fit_needs_usable_mentions():
     with pytest.raises(ValueError, match="no dev mention"):
-        fit_decision([(numpy.array([1.0]), [0.5], 0)])
+        fit_decision([(numpy.array([1.0]), [0.5], [False], 0)])
 
 
 def test_malformed_decision_is_a_clear_error():
@@ -107,16 +114,30 @@ def test_fitted_decision_prefers_the_alias_candidate_over_its_look_alike(build_n
     assert top_names() == [names[kb_id] for kb_id, _, _, _ in ENTITIES]
 
 
-def test_misspelt_mention_links_through_dense_retrieval(look_alike_nlp):
+@pytest.mark.parametrize("lookup", ["v1", "v2"])
+def test_misspelt_mention_still_links(look_alike_nlp, lookup):
+    """Without an alias entry (v1) dense retrieval finds it; v2 also finds the near alias."""
+    from spacy.util import registry
+
     nlp = look_alike_nlp
     linker = nlp.get_pipe("m3el_linker")
-    linker.fit_decision(make_examples(nlp, seed=50))
-    doc = nlp.make_doc("Velmra was in the news again this week.")  # Velmora, misspelt
-    doc.ents = [doc.char_span(0, 6, label="ENT")]
-    doc._.image = color_image(ENTITIES[4][3], noise=20, seed=3)
-    assert not linker.get_candidates_batch(linker.kb, list(doc.ents))[0]  # no alias entry
-    doc = nlp(doc)
-    assert doc.ents[0].kb_id_ == ENTITIES[4][0]
+    kept = linker.get_candidates_batch
+    linker.get_candidates_batch = registry.misc.get(f"spacy_m3el.AliasCandidatesBatch.{lookup}")()
+    try:
+        linker.fit_decision(make_examples(nlp, seed=50))
+        doc = nlp.make_doc("Velmra was in the news again this week.")  # Velmora, misspelt
+        doc.ents = [doc.char_span(0, 6, label="ENT")]
+        doc._.image = color_image(ENTITIES[4][3], noise=20, seed=3)
+        found = linker.get_candidates_batch(linker.kb, list(doc.ents))[0]
+        assert {c.entity_ for c in found} == (set() if lookup == "v1" else {"Q5", "Q6"})
+        candidate_set = linker.retrieve(
+            list(doc.ents), linker.encode_mentions(list(doc.ents), [doc._.image])
+        )[0]
+        fuzzy = {linker.entity_cache.kb_ids[row] for row in candidate_set.fuzzy_rows}
+        assert fuzzy == {c.entity_ for c in found}
+        assert nlp(doc).ents[0].kb_id_ == ENTITIES[4][0]
+    finally:
+        linker.get_candidates_batch = kept
 
 
 def test_save_and_load_keep_the_fitted_decision(look_alike_nlp, tmp_path):
