@@ -130,10 +130,16 @@ def run(work: Path, sizes: List[int], steps: int, limit: int) -> Dict[str, objec
 
     from spacy_m3el.readers import read_examples
 
-    paths = {
-        "baseline": train_demo_pipeline(work, steps, {"n_mined_negatives": 0}, "baseline"),
-        "mined": train_demo_pipeline(work, steps, None, "mined"),
-    }
+    overrides = {"baseline": {"n_mined_negatives": 0}, "mined": None}
+    paths = {}
+    for name, override in overrides.items():
+        # A model trained in this work folder before is reused (training is deterministic).
+        trained = (work / name / "meta.json").exists() and (work / name / ".steps").exists()
+        if trained and (work / name / ".steps").read_text() == str(steps):
+            paths[name] = work / name
+        else:
+            paths[name] = train_demo_pipeline(work, steps, override, name)
+            (work / name / ".steps").write_text(str(steps))
     pipelines = {name: spacy.load(path) for name, path in paths.items()}
     dev = list(read_examples(pipelines["mined"], work / "corpus" / "dev.spacy"))
     docs, gold = mention_docs(pipelines["mined"], work / "corpus" / "test.spacy", limit=limit)

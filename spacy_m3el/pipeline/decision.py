@@ -102,7 +102,7 @@ def candidate_features(
 def fit_decision(
     groups: Sequence[Tuple[numpy.ndarray, Sequence[float], Sequence[bool], int]],
     *,
-    l2: float = 1e-3,
+    l2: float = 1e-2,
     iterations: int = 100,
 ) -> LinkDecision:
     """Fit the weights by maximum likelihood of the gold candidate (a conditional logit).
@@ -123,9 +123,18 @@ def fit_decision(
             "least one other entity among its candidates."
         )
     start = PURE.copy()
-    weights = start.copy()
     penalty = l2 * len(usable)
-    for _ in range(iterations):  # Newton's method: the objective is convex
+
+    def objective(weights: numpy.ndarray) -> float:
+        loss = 0.5 * penalty * float((weights - start) @ (weights - start))
+        for features, gold in usable:
+            logits = features @ weights
+            top = logits.max()
+            loss += top + numpy.log(numpy.exp(logits - top).sum()) - logits[gold]
+        return loss
+
+    weights, current = start.copy(), objective(start)
+    for _ in range(iterations):  # damped Newton: the objective is convex
         gradient, hessian = penalty * (weights - start), numpy.eye(len(start)) * penalty
         for features, gold in usable:
             logits = features @ weights
@@ -135,9 +144,18 @@ def fit_decision(
             gradient -= features[gold] - mean
             centered = features - mean
             hessian += (centered * p[:, None]).T @ centered
-        step = numpy.linalg.solve(hessian, gradient)
-        weights = weights - step
-        if numpy.abs(step).max() < 1e-8:
+        step, size = numpy.linalg.solve(hessian, gradient), 1.0
+        while size > 1e-6:  # backtrack until the objective decreases
+            candidate = weights - size * step
+            value = objective(candidate)
+            if value <= current:
+                break
+            size /= 2
+        else:
+            break
+        converged = current - value < 1e-10 * max(1.0, abs(current))
+        weights, current = candidate, value
+        if converged:
             break
     return LinkDecision(*(round(float(w), 6) for w in weights), fitted_on=len(usable))
 
