@@ -33,10 +33,18 @@ from typing import Dict, List, Optional
 
 import numpy
 
-from .common import grow_kb, int_list, machine, mention_docs, output_path, train_demo_pipeline
+from .common import (
+    ACCURACY_HEADING,
+    grow_kb,
+    int_list,
+    machine,
+    mention_docs,
+    output_path,
+    train_demo_pipeline,
+)
 from .common import write_section as write_report_section
 
-HEADING = "## Accuracy as the KB grows"
+HEADING = ACCURACY_HEADING
 FULL_SIZES = [1000, 10000, 100000]
 VARIANTS = ("no mining, score", "mined, score", "mined + alias", "no aliases", "misspelt")
 

@@ -13,6 +13,7 @@ import numpy
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 IVF_HEADING = "## Approximate index (IVF) vs exhaustive stage 1"  # written by approximate_index
+ACCURACY_HEADING = "## Accuracy as the KB grows"  # written by accuracy
 
 
 # Measuring ----------------------------------------------------------------------

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from .common import (
+    ACCURACY_HEADING,
     IVF_HEADING,
     ROOT,
     int_list,
@@ -198,9 +199,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
     results["wall_s"] = time.perf_counter() - start
     text = report(results, " ".join([COMMAND, *argv]))
     print(text)
-    kept = section(output.read_text(encoding="utf8"), IVF_HEADING) if output.exists() else None
+    # Sections written by the other benchmarks are kept.
+    old = output.read_text(encoding="utf8") if output.exists() else ""
+    kept = [section(old, heading) for heading in (IVF_HEADING, ACCURACY_HEADING)]
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(f"{text.rstrip()}\n\n{kept}" if kept else text, encoding="utf8")
+    output.write_text("\n\n".join([text.rstrip(), *filter(None, kept)]), encoding="utf8")
     output.with_suffix(".json").write_text(
         json.dumps(results, indent=1, default=str), encoding="utf8"
     )

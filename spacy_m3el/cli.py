@@ -273,17 +273,23 @@ def add_fit_decision_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--component", default=None, help="Name of the m3el_linker (if several).")
 
 
-def run_fit_decision(args: argparse.Namespace) -> int:
-    """Fit how the model's score and the alias evidence combine, on dev data; save it."""
+def load_linker(model: Path, component: Optional[str]):
+    """A saved pipeline and its m3el_linker; a CommandError if the folder does not exist."""
     import spacy
 
     from .evaluation import find_linker
+
+    if not model.is_dir():
+        raise CommandError(f"Pipeline folder not found: {model}")
+    nlp = spacy.load(model)
+    return nlp, find_linker(nlp, component)
+
+
+def run_fit_decision(args: argparse.Namespace) -> int:
+    """Fit how the model's score and the alias evidence combine, on dev data; save it."""
     from .readers import read_examples
 
-    if not args.model.is_dir():
-        raise CommandError(f"Pipeline folder not found: {args.model}")
-    nlp = spacy.load(args.model)
-    linker = find_linker(nlp, args.component)
+    nlp, linker = load_linker(args.model, args.component)
     examples = list(read_examples(nlp, args.data, image_attr=linker.image_attr))
 
     def dev_hits() -> float:
@@ -315,15 +321,9 @@ def run_build_cache(args: argparse.Namespace) -> int:
     """Encode every KB entity once and store the cache in the pipeline folder."""
     import time
 
-    import spacy
-
-    from .evaluation import find_linker
     from .pipeline.linker import CACHE_FILE
 
-    if not args.model.is_dir():
-        raise CommandError(f"Pipeline folder not found: {args.model}")
-    nlp = spacy.load(args.model)
-    linker = find_linker(nlp, args.component)
+    _, linker = load_linker(args.model, args.component)
     start = time.perf_counter()
     cache = linker.entity_cache
     seconds = time.perf_counter() - start
