@@ -14,7 +14,7 @@ from spacy.language import Language
 from spacy.tokens import Span
 from spacy.training import Example
 
-from .kb import normalize_alias
+from .pipeline.entity_index import alias_evidence
 from .pipeline.gold import GOLD_OK, reference_gold
 from .pipeline.linker import M3ELLinker
 from .readers import read_examples
@@ -107,13 +107,11 @@ def exhaustive_rank_sets(
             if decision is None or decision.is_pure_ranking:
                 decided.append(ranks[-1])
                 continue
+            alias_priors, fuzzy_rows = alias_evidence(cache, candidates, span.text)
             priors = numpy.full(len(cache), numpy.nan)
+            priors[list(alias_priors)] = list(alias_priors.values())
             fuzzy = numpy.zeros(len(cache), dtype=bool)
-            for candidate in candidates:
-                if candidate.entity_ in cache.rows:
-                    row_of = cache.rows[candidate.entity_]
-                    priors[row_of] = candidate.prior_prob
-                    fuzzy[row_of] = normalize_alias(candidate.alias_) != normalize_alias(span.text)
+            fuzzy[list(fuzzy_rows)] = True
             decided.append(rank_of_gold(decision.combine(row, priors, fuzzy), cache.rows[gold]))
     return ranks, decided, statuses
 

@@ -52,6 +52,43 @@ def normalize_alias(text: str) -> str:
     return " ".join(text.casefold().split())
 
 
+def feed_record(
+    add: Callable[[bytes, bytes], None],
+    record: EntityRecord,
+    *,
+    with_id: bool = True,
+    fold_name: bool = False,
+) -> None:
+    """Feed what identifies an entity to ``add(tag, data)``, one tagged part at a time.
+
+    with_id (bool): Include the KB ID (False: only what the model sees).
+    fold_name (bool): Case-fold the name (the model's tokenizer does not see case).
+    """
+    name = record.name.strip().lower() if fold_name else record.name
+    for part in ((record.kb_id,) if with_id else ()) + (name, record.description):
+        add(b"t", part.encode("utf8"))
+    add(b"n", len(record.images).to_bytes(8, "little"))
+    for ref in record.images:
+        if isinstance(ref, numpy.ndarray):
+            array = numpy.ascontiguousarray(ref)
+            add(b"a", f"{ref.dtype.str}{ref.shape}".encode("utf8") + array.tobytes())
+        elif isinstance(ref, bytes):
+            add(b"b", ref)
+        else:
+            add(b"p", ref.encode("utf8"))
+
+
+def tagged_digest() -> Tuple[Any, Callable[[bytes, bytes], None]]:
+    """A sha256 digest and its ``add(tag, data)``: a type tag and a length prefix per part,
+    so a path and the same bytes, or text that moves between fields, never hash alike."""
+    digest = hashlib.sha256()
+
+    def add(tag: bytes, data: bytes) -> None:
+        digest.update(tag + len(data).to_bytes(8, "little") + data)
+
+    return digest, add
+
+
 class MultimodalKB(InMemoryLookupKB):
     """An ``InMemoryLookupKB`` whose entities carry a name, description and images.
 
@@ -128,28 +165,9 @@ class MultimodalKB(InMemoryLookupKB):
 
     def fingerprint(self) -> str:
         """A hash of every entity's ID, text and images; changes when the KB does."""
-        digest = hashlib.sha256()
-
-        def add(tag: bytes, data: bytes) -> None:
-            # Type tag and length prefix: a path and the same bytes, or text that
-            # moves between fields, never hash alike.
-            digest.update(tag + len(data).to_bytes(8, "little") + data)
-
+        digest, add = tagged_digest()
         for record in self._records.values():
-            for part in (record.kb_id, record.name, record.description):
-                add(b"t", part.encode("utf8"))
-            add(b"n", len(record.images).to_bytes(8, "little"))
-            for ref in record.images:
-                if isinstance(ref, numpy.ndarray):
-                    add(
-                        b"a",
-                        f"{ref.dtype.str}{ref.shape}".encode("utf8")
-                        + numpy.ascontiguousarray(ref).tobytes(),
-                    )
-                elif isinstance(ref, bytes):
-                    add(b"b", ref)
-                else:
-                    add(b"p", ref.encode("utf8"))
+            feed_record(add, record)
         add(b"r", b"" if self.image_root is None else b"\1" + str(self.image_root).encode("utf8"))
         return digest.hexdigest()
 
@@ -194,8 +212,10 @@ class MultimodalKB(InMemoryLookupKB):
             ``alias_`` tells them from exact matches.
         """
         found = self.get_alias_candidates(text)
+        if found:
+            return list(found)
         normalized = normalize_alias(text)
-        if not found and normalized and normalized != text:
+        if normalized and normalized != text:
             found = self.get_alias_candidates(normalized)
         if not found and fuzzy:
             return self._fuzzy_candidates(normalized)

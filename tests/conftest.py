@@ -52,3 +52,15 @@ def build_nlp(tiny_clip) -> Callable[..., Language]:
         return nlp
 
     return build
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run torch single-threaded for a test module: on tiny tensors its thread pool only
+    adds overhead, and on a busy 2-core machine waiting threads stall it many times over."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

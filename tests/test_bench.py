@@ -21,16 +21,8 @@ VIT = "## CLIP with ViT-B/32 shapes (random weights)"
 TRAINING = "## Training throughput (tiny encoder; no step re-encodes the KB)"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Run single-threaded: on a busy machine, torch threads waiting for cores slow the
-    smoke runs down many times over (the benchmarks measure with 2 threads by default)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Single-threaded (the benchmarks measure with 2 threads by default): see one_torch_thread.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

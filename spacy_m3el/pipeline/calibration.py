@@ -5,7 +5,6 @@ from typing import Any, List, Sequence, Tuple
 import numpy
 from spacy.training import Example
 
-from .decision import alias_priors_of, fuzzy_flags_of
 from .gold import GOLD_OK, reference_gold
 from .ranking import candidate_scores
 
@@ -40,7 +39,6 @@ def decision_groups(linker: Any, examples: Sequence[Example], batch_size: int = 
         for (_, kb_id), candidates, row_scores in zip(batch, candidate_sets, scores):
             rows = list(candidates)
             if cache.rows[kb_id] in rows:
-                priors = alias_priors_of(rows, candidates.alias_priors)
-                fuzzy = fuzzy_flags_of(rows, candidates.fuzzy_rows)
+                priors, fuzzy = candidates.evidence()
                 groups.append((row_scores, priors, fuzzy, rows.index(cache.rows[kb_id])))
     return groups

@@ -24,7 +24,7 @@ unseen mention), because then no candidate gets the alias terms.
 """
 
 from dataclasses import asdict, dataclass
-from typing import AbstractSet, Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy
 
@@ -158,13 +158,3 @@ def fit_decision(
         if converged:
             break
     return LinkDecision(*(round(float(w), 6) for w in weights), fitted_on=len(usable))
-
-
-def alias_priors_of(rows: Sequence[int], alias_priors: Mapping[int, float]) -> List[float]:
-    """Each row's alias prior, NaN for rows that did not come from the alias table."""
-    return [alias_priors.get(row, float("nan")) for row in rows]
-
-
-def fuzzy_flags_of(rows: Sequence[int], fuzzy_rows: AbstractSet[int]) -> List[bool]:
-    """Whether each row is an alias candidate found by a fuzzy (one-edit) match."""
-    return [row in fuzzy_rows for row in rows]

@@ -173,6 +173,12 @@ class CandidateSet:
     def __iter__(self) -> Iterator[int]:
         return iter(self.rows)
 
+    def evidence(self) -> Tuple[List[float], List[bool]]:
+        """Per row: its alias prior (NaN if it did not come from the alias table), and
+        whether it is a fuzzy alias match; the inputs of ``LinkDecision.combine``."""
+        priors = [self.alias_priors.get(row, float("nan")) for row in self.rows]
+        return priors, [row in self.fuzzy_rows for row in self.rows]
+
     def __len__(self) -> int:
         return len(self.rows)
 
@@ -204,18 +210,32 @@ def retrieve_candidates(
     texts = mention_texts if mention_texts is not None else [None] * len(nearest)
     candidate_sets = []
     for query, aliases, near, text in zip(queries, alias_candidates, nearest, texts):
-        name = normalize_alias(text) if text is not None else None
-        priors: Dict[int, float] = {}
-        fuzzy: Set[int] = set()
-        for candidate in aliases:
-            row = cache.rows.get(candidate.entity_)
-            if row is not None:
-                priors[row] = max(priors.get(row, 0.0), float(candidate.prior_prob))
-                if name is not None and normalize_alias(candidate.alias_) != name:
-                    fuzzy.add(row)
+        priors, fuzzy = alias_evidence(cache, aliases, text)
         rows = list(dict.fromkeys(list(priors) + near))
         if max_candidates is not None and len(rows) > max_candidates:
             rows = cache.most_similar(query, rows, max_candidates)
         kept = {r: priors[r] for r in rows if r in priors}
         candidate_sets.append(CandidateSet(rows, kept, fuzzy & set(kept)))
     return candidate_sets
+
+
+def alias_evidence(
+    cache: EntityCache, aliases: Iterable[Any], mention_text: Optional[str] = None
+) -> Tuple[Dict[int, float], Set[int]]:
+    """The cache rows of a mention's alias candidates, in order, with their highest prior,
+    and the rows found under an alias that is not the mention's name (a fuzzy match).
+
+    mention_text (Optional[str]): The mention's name; None marks no row as fuzzy.
+    """
+    priors: Dict[int, float] = {}
+    fuzzy: Set[int] = set()
+    exact = None if mention_text is None else {mention_text, normalize_alias(mention_text)}
+    for candidate in aliases:
+        row = cache.rows.get(candidate.entity_)
+        if row is None:
+            continue
+        priors[row] = max(priors.get(row, 0.0), float(candidate.prior_prob))
+        if exact is not None and candidate.alias_ not in exact:
+            if normalize_alias(candidate.alias_) not in exact:
+                fuzzy.add(row)
+    return priors, fuzzy

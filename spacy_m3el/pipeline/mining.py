@@ -10,12 +10,11 @@ gold's exact duplicates. The snapshot is re-encoded every ``refresh_every``
 updates, which costs one full encoding of the KB each time.
 """
 
-import hashlib
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy
 
-from ..kb import EntityRecord, MultimodalKB
+from ..kb import EntityRecord, MultimodalKB, feed_record, tagged_digest
 from ..ml.sides import SideArrays
 from .entity_cache import EntityCache
 from .entity_index import EntityIndex
@@ -23,14 +22,8 @@ from .entity_index import EntityIndex
 
 def content_key(record: EntityRecord) -> str:
     """A hash of what the model sees of an entity: two entities with one key are duplicates."""
-    digest = hashlib.sha256()
-    for part in (record.name.strip().lower(), record.description):
-        digest.update(part.encode("utf8") + b"\0")
-    for image in record.images:
-        data = image if isinstance(image, bytes) else str(image).encode("utf8")
-        if not isinstance(image, (bytes, str)):  # an array
-            data = image.tobytes() + str(image.shape).encode("utf8")
-        digest.update(hashlib.sha256(data).digest())
+    digest, add = tagged_digest()
+    feed_record(add, record, with_id=False, fold_name=True)
     return digest.hexdigest()
 
 
@@ -68,10 +61,14 @@ class NegativeMiner:
     def snapshot(self, kb: MultimodalKB) -> EntityCache:
         """The KB encoded with weights at most ``refresh_every`` updates old."""
         kb_key = (id(kb), len(kb))
-        due = self._updates_since >= self.refresh_every
-        if self._snapshot is None or due or kb_key != self._kb_key:
-            self._snapshot = self.index.build(kb)
+        if kb_key != self._kb_key:  # the duplicates depend on the KB only, not the weights
             self._duplicates = {r.kb_id: content_key(r) for r in kb.records()}
+        if (
+            self._snapshot is None
+            or self._updates_since >= self.refresh_every
+            or kb_key != self._kb_key
+        ):
+            self._snapshot = self.index.build(kb)
             self._kb_key = kb_key
             self._updates_since = 0
             self.refreshes += 1

@@ -7,8 +7,9 @@ import numpy
 from ..kb import NIL
 from ..ml.model import M3ELModel
 from ..ml.sides import SideArrays
-from .decision import LinkDecision, alias_priors_of, fuzzy_flags_of
+from .decision import LinkDecision
 from .entity_cache import EntityCache
+from .entity_index import CandidateSet
 
 Ranking = List[Tuple[str, float]]
 
@@ -38,9 +39,8 @@ def rerank(
     scores = candidate_scores(model, mentions, cache, rows_per_mention)
     for rows, row_scores in zip(rows_per_mention, scores):
         if decision is not None and not decision.is_pure_ranking:
-            priors = alias_priors_of(list(rows), getattr(rows, "alias_priors", {}))
-            fuzzy = fuzzy_flags_of(list(rows), getattr(rows, "fuzzy_rows", set()))
-            row_scores = decision.combine(row_scores, priors, fuzzy)
+            candidates = rows if isinstance(rows, CandidateSet) else CandidateSet(list(rows))
+            row_scores = decision.combine(row_scores, *candidates.evidence())
         rankings.append(to_ranking([cache.kb_ids[row] for row in rows], row_scores))
     return rankings
 

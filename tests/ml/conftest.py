@@ -1,18 +1,14 @@
 """Fixtures for the model-level tests."""
 
 import pytest
-import torch
 
 from spacy_m3el.ml.tiny_clip import build_tiny_clip
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: torch's thread pool only adds overhead, and stalls badly on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def one_thread(one_torch_thread):
+    """Model-level tests run single-threaded (see ``one_torch_thread``)."""
     yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
