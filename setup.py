@@ -32,7 +32,11 @@ setup(
         "safetensors>=0.4",
         "numpy>=1.24",
     ],
-    extras_require={"test": ["pytest>=8", "hypothesis>=6", "ruff==0.17.6"]},
+    extras_require={
+        "test": ["pytest>=8", "hypothesis>=6", "ruff==0.17.6", "matplotlib>=3.7"],
+        # The experiments' figures (python -m spacy_m3el experiments).
+        "experiments": ["matplotlib>=3.7"],
+    },
     entry_points={
         "spacy_factories": [f"m3el_linker = {REGISTRATIONS}:make_m3el_linker"],
         "spacy_architectures": [
@@ -55,7 +59,10 @@ setup(
         "spacy_readers": [
             f"spacy_m3el.MultimodalCorpus.v1 = {REGISTRATIONS}:create_multimodal_corpus_v1"
         ],
-        "spacy_scorers": [f"spacy_m3el.linker_scorer.v1 = {REGISTRATIONS}:create_linker_scorer_v1"],
+        "spacy_scorers": [
+            f"spacy_m3el.linker_scorer.v1 = {REGISTRATIONS}:create_linker_scorer_v1",
+            f"spacy_m3el.full_kb_scorer.v1 = {REGISTRATIONS}:create_full_kb_scorer_v1",
+        ],
     },
     classifiers=[
         "Framework :: spaCy",

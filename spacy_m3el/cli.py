@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
+from .experiments.cli import add_experiments_arguments, run_experiments_command
+
 AddArguments = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace], int]
 
@@ -78,6 +80,18 @@ def add_make_demo_arguments(parser: argparse.ArgumentParser) -> None:
         "--entities-per-name", type=int, default=3, help="Entities sharing each name."
     )
     parser.add_argument("--mentions-per-entity", type=int, default=12)
+    add_no_image_fraction_argument(parser)
+
+
+def add_no_image_fraction_argument(parser: argparse.ArgumentParser) -> None:
+    from .datasets.demo import NO_IMAGE_ENTITY_FRACTION
+
+    parser.add_argument(
+        "--no-image-fraction",
+        type=float,
+        default=NO_IMAGE_ENTITY_FRACTION,
+        help="Share of demo KB entities without an image (RichpediaMEL/WikiDiverse: 0.4-0.5).",
+    )
 
 
 def run_make_demo(args: argparse.Namespace) -> int:
@@ -88,6 +102,7 @@ def run_make_demo(args: argparse.Namespace) -> int:
         n_names=args.n_names,
         entities_per_name=args.entities_per_name,
         mentions_per_entity=args.mentions_per_entity,
+        no_image_fraction=args.no_image_fraction,
         seed=args.seed,
     )
     print(f"Demo dataset written to {path}")
@@ -134,18 +149,21 @@ def add_assets_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, choices=sorted(DATASET_PREFIXES))
     parser.add_argument("--dataset-dir", required=True, type=Path)
     parser.add_argument("--encoder", required=True, help="CLIP hub name or local folder.")
+    add_no_image_fraction_argument(parser)
 
 
 def run_assets(args: argparse.Namespace) -> int:
     """Make sure the dataset and encoder exist; build them for the offline demo."""
-    from .datasets.demo import generate_demo_dataset, make_demo_corpus_texts
+    from .datasets.demo import ensure_demo_dataset, make_demo_corpus_texts
     from .datasets.mimic import find_split_files
     from .ml.tiny_clip import build_tiny_clip
 
     if args.dataset == "demo":
-        if not (args.dataset_dir / "kb_entity.json").exists():
-            generate_demo_dataset(args.dataset_dir)
-            print(f"Generated the demo dataset in {args.dataset_dir}")
+        if ensure_demo_dataset(args.dataset_dir, no_image_fraction=args.no_image_fraction):
+            print(
+                f"Generated the demo dataset in {args.dataset_dir} "
+                f"({args.no_image_fraction:.0%} of entities without an image)"
+            )
     elif not args.dataset_dir.is_dir():
         raise CommandError(
             f"Dataset folder not found: {args.dataset_dir}. The MIMIC-format datasets cannot be "
@@ -372,6 +390,11 @@ COMMANDS: Dict[str, Tuple[str, AddArguments, Run]] = {
         run_build_cache,
     ),
     "compare": ("Print metrics of several runs side by side.", add_compare_arguments, run_compare),
+    "experiments": (
+        "Run the papers' experiments (ablations, low-resource, image-less policies) over seeds.",
+        add_experiments_arguments,
+        run_experiments_command,
+    ),
 }
 
 

@@ -5,8 +5,9 @@ MRR over the candidates it proposes), so both protocols come from one run.
 """
 
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import numpy
 import srsly
@@ -18,8 +19,9 @@ from .pipeline.entity_index import alias_evidence
 from .pipeline.gold import GOLD_OK, reference_gold
 from .pipeline.linker import M3ELLinker
 from .readers import read_examples
-from .scoring import PAPER_HITS, rank_of_gold, ranking_metrics
+from .scoring import PAPER_HITS, rank_of_gold, ranking_metrics, score_linker
 
+FULL_KB_PREFIX = "nel_kb_"
 METRIC_KEYS = ("mrr", "hits@1", "hits@3", "hits@5", "hits@10", "hits@20", "mean_rank", "n_mentions")
 
 
@@ -55,6 +57,25 @@ def gold_mentions(
     return spans, gold_ids, skipped
 
 
+@dataclass
+class FullKBRanking:
+    """Each mention ranked among all KB entities, as :func:`rank_all_entities` measures it.
+
+    ranks (List[int]): The gold's rank by the model's score (the papers' protocol).
+    decided (List[int]): The gold's rank by the linker's decision (the model's score plus
+        the alias evidence of the mention's name; equal to ``ranks`` without a fitted decision).
+    top (List[str]): The KB ID ranked first by the model's score.
+    statuses (Counter): The mentions' image statuses.
+    precision (str): The storage precision of the entity features that were scored.
+    """
+
+    ranks: List[int] = field(default_factory=list)
+    decided: List[int] = field(default_factory=list)
+    top: List[str] = field(default_factory=list)
+    statuses: Counter = field(default_factory=Counter)
+    precision: str = "float32"
+
+
 def exhaustive_ranks(
     linker: M3ELLinker,
     spans: List[Span],
@@ -67,53 +88,74 @@ def exhaustive_ranks(
 
     RETURNS (Tuple[List[int], Counter]): the ranks and the mentions' image statuses.
     """
-    ranks, _, statuses = exhaustive_rank_sets(
+    result = rank_all_entities(
         linker, spans, gold_ids, batch_size=batch_size, entity_chunk_size=entity_chunk_size
     )
-    return ranks, statuses
+    return result.ranks, result.statuses
 
 
-def exhaustive_rank_sets(
+def rank_all_entities(
     linker: M3ELLinker,
     spans: List[Span],
     gold_ids: List[str],
     *,
     batch_size: int = 16,
     entity_chunk_size: int = 2048,
-) -> Tuple[List[int], List[int], Counter]:
-    """Rank of each gold entity among all KB entities, ties counted against the model.
+) -> FullKBRanking:
+    """Rank each gold entity among all KB entities, ties counted against the model.
 
-    Memory is bounded by ``batch_size`` x KB size scores at a time.
-    RETURNS (Tuple[List[int], List[int], Counter]): the ranks by the model's score
-        (the papers' protocol), the ranks by the linker's decision (the model's score
-        plus the alias evidence of the mention's name; equal to the first without a
-        fitted decision) and the mentions' image statuses.
+    Entities are scored with float32 features (``linker.exact_entity_cache()``), so
+    the figures are those of the trained model, not of an int8 copy. Memory is
+    bounded by ``batch_size`` x KB size scores at a time.
     """
-    cache = linker.entity_cache
+    cache = linker.exact_entity_cache()
     decision = linker.decision if linker.alias_evidence else None
-    ranks: List[int] = []
-    decided: List[int] = []
-    statuses: Counter = Counter()
+    result = FullKBRanking(precision=cache.precision)
     for start in range(0, len(spans), batch_size):
         batch = spans[start : start + batch_size]
-        docs = [span.doc for span in batch]
-        images, image_statuses = linker.load_images(docs)
-        statuses.update((status or "unused").split(":")[0] for status in image_statuses)
-        scores = linker.score_all_entities(batch, images, entity_chunk_size=entity_chunk_size)
+        images, image_statuses = linker.load_images([span.doc for span in batch])
+        result.statuses.update((status or "unused").split(":")[0] for status in image_statuses)
+        scores = linker.score_all_entities(batch, images, entity_chunk_size, cache=cache)
         aliases = linker.get_candidates_batch(linker.kb, batch)
         golds = gold_ids[start : start + batch_size]
         for row, gold, candidates, span in zip(scores, golds, aliases, batch):
-            ranks.append(rank_of_gold(row, cache.rows[gold]))
+            result.ranks.append(rank_of_gold(row, cache.rows[gold]))
+            result.top.append(cache.kb_ids[int(numpy.argmax(row))])
             if decision is None or decision.is_pure_ranking:
-                decided.append(ranks[-1])
+                result.decided.append(result.ranks[-1])
                 continue
             alias_priors, fuzzy_rows = alias_evidence(cache, candidates, span.text)
             priors = numpy.full(len(cache), numpy.nan)
             priors[list(alias_priors)] = list(alias_priors.values())
             fuzzy = numpy.zeros(len(cache), dtype=bool)
             fuzzy[list(fuzzy_rows)] = True
-            decided.append(rank_of_gold(decision.combine(row, priors, fuzzy), cache.rows[gold]))
-    return ranks, decided, statuses
+            combined = decision.combine(row, priors, fuzzy)
+            result.decided.append(rank_of_gold(combined, cache.rows[gold]))
+    return result
+
+
+def image_breakdown(kb, gold_ids: List[str], top: List[str]) -> Dict[str, object]:
+    """Hits@1 split by whether the gold entity has an image, and who the wrong answers are.
+
+    RETURNS (Dict[str, object]): ``hits@1_gold_with_image`` / ``hits@1_gold_without_image``
+        (None when no such mention), their mention counts, the share of KB entities
+        without an image and the share of wrong top-1 answers without an image.
+    """
+    has_image = {record.kb_id: bool(record.images) for record in kb.records()}
+    result: Dict[str, object] = {}
+    for label, wanted in (("with_image", True), ("without_image", False)):
+        pairs = [(g, t) for g, t in zip(gold_ids, top) if has_image.get(g) == wanted]
+        hits = sum(g == t for g, t in pairs)
+        result[f"hits@1_gold_{label}"] = hits / len(pairs) if pairs else None
+        result[f"n_gold_{label}"] = len(pairs)
+    wrong = [t for g, t in zip(gold_ids, top) if g != t]
+    result["kb_share_without_image"] = (
+        sum(not v for v in has_image.values()) / len(has_image) if has_image else 0.0
+    )
+    result["wrong_top1_share_without_image"] = (
+        sum(not has_image.get(t, False) for t in wrong) / len(wrong) if wrong else None
+    )
+    return result
 
 
 def evaluate_pipeline(
@@ -127,31 +169,60 @@ def evaluate_pipeline(
     """Both protocols on a list of examples.
 
     RETURNS (Dict[str, object]): ``mrr``, ``hits@1/3/5/10/20``, ``mean_rank``,
-        ``n_mentions`` (full-KB ranking), ``candidates`` (the linker's own
-        scores: ``nel_micro_p/r/f``, ``nel_mrr``, ``nel_hits@k``),
-        ``n_entities``, ``skipped``, ``images`` (counts by status) and
-        ``decision``: the full-KB ranking by the linker's decision (the model's
-        score plus the alias evidence, as fitted; the same ranks when not fitted)
-        and the decision's weights.
+        ``n_mentions`` (full-KB ranking, float32 entity features: ``entity_precision``),
+        ``candidates`` (the linker's own scores, with its cache's precision:
+        ``nel_micro_p/r/f``, ``nel_mrr``, ``nel_hits@k``), ``n_entities``,
+        ``skipped``, ``images`` (counts by status), ``by_gold_image``
+        (:func:`image_breakdown`) and ``decision``: the full-KB ranking by the
+        linker's decision (the model's score plus the alias evidence, as fitted;
+        the same ranks when not fitted) and the decision's weights.
     """
     linker = find_linker(nlp, component)
     spans, gold_ids, skipped = gold_mentions(examples, linker)
-    ranks, decided, statuses = exhaustive_rank_sets(
+    ranking = rank_all_entities(
         linker, spans, gold_ids, batch_size=batch_size, entity_chunk_size=entity_chunk_size
     )
-    metrics: Dict[str, object] = dict(ranking_metrics(ranks, hits=PAPER_HITS))
+    metrics: Dict[str, object] = dict(ranking_metrics(ranking.ranks, hits=PAPER_HITS))
+    metrics["entity_precision"] = ranking.precision
     candidate_scores = nlp.evaluate(examples)
     metrics["candidates"] = {
         k: v
         for k, v in candidate_scores.items()
         if k.startswith("nel_") and isinstance(v, (int, float))
     }
+    metrics["candidates"]["entity_precision"] = linker.entity_cache_precision
     metrics["n_entities"] = len(linker.kb)
     metrics["skipped"] = dict(skipped)
-    metrics["images"] = dict(statuses)
-    metrics["decision"] = dict(ranking_metrics(decided, hits=PAPER_HITS))
+    metrics["images"] = dict(ranking.statuses)
+    metrics["by_gold_image"] = image_breakdown(linker.kb, gold_ids, ranking.top)
+    metrics["decision"] = dict(ranking_metrics(ranking.decided, hits=PAPER_HITS))
     metrics["decision"]["weights"] = linker.decision.to_dict() if linker.alias_evidence else None
     return metrics
+
+
+def full_kb_scorer(
+    batch_size: int = 16, entity_chunk_size: int = 2048, candidates: bool = True
+) -> Callable[..., Dict[str, float]]:
+    """A scorer that ranks each dev mention among all KB entities, as the papers select models.
+
+    The keys are ``nel_kb_mrr``, ``nel_kb_hits@1/3/5`` and ``nel_kb_mean_rank``
+    (float32 entity features, ties counted against the model); with ``candidates``
+    also the linker's candidate-mode keys of :func:`~.scoring.score_linker`
+    (``nel_mrr``, ...: cheaper, but a gold outside the candidates counts 0).
+    """
+
+    def score(examples: Iterable[Example], *, component: M3ELLinker, **kwargs) -> Dict[str, float]:
+        examples = list(examples)
+        spans, gold_ids, _ = gold_mentions(examples, component)
+        ranking = rank_all_entities(
+            component, spans, gold_ids, batch_size=batch_size, entity_chunk_size=entity_chunk_size
+        )
+        result = dict(ranking_metrics(ranking.ranks, prefix=FULL_KB_PREFIX))
+        if candidates:
+            result.update(score_linker(examples, **kwargs))
+        return result
+
+    return score
 
 
 def evaluate_path(
@@ -176,8 +247,10 @@ def evaluate_path(
 def format_metrics(metrics: Dict[str, object], title: str = "") -> str:
     """A readable table of one run's metrics."""
     lines = [title] if title else []
+    precision = metrics.get("entity_precision", "int8")
     lines.append(
-        f"Full-KB ranking over {metrics['n_entities']} entities, {metrics['n_mentions']} mentions"
+        f"Full-KB ranking over {metrics['n_entities']} entities, {metrics['n_mentions']} "
+        f"mentions ({precision} entity features)"
     )
     for key in METRIC_KEYS[:-1]:
         value = float(metrics[key])
@@ -193,7 +266,10 @@ def format_metrics(metrics: Dict[str, object], title: str = "") -> str:
             lines.append(f"  {key:<10} {float(decision[key]) * 100:7.2f}%")
     candidates = metrics.get("candidates", {})
     if candidates:
-        lines.append("Linker (alias + nearest candidates, reranked)")
+        lines.append(
+            "Linker, candidate mode (alias + nearest candidates, reranked; the cheap "
+            "measure: a gold outside the candidates counts 0)"
+        )
         for key in ("nel_micro_p", "nel_micro_r", "nel_micro_f", "nel_mrr", "nel_hits@1"):
             if key in candidates:
                 lines.append(f"  {key:<12} {float(candidates[key]) * 100:7.2f}%")
@@ -201,6 +277,17 @@ def format_metrics(metrics: Dict[str, object], title: str = "") -> str:
         lines.append(f"Skipped mentions: {metrics['skipped']}")
     if metrics.get("images"):
         lines.append(f"Mention images: {metrics['images']}")
+    split = metrics.get("by_gold_image") or {}
+    if split.get("n_gold_without_image"):
+        lines.append(
+            "Hits@1 by the gold's image: "
+            + ", ".join(
+                f"{label} {float(split[f'hits@1_gold_{key}']) * 100:.2f}%"
+                f" ({split[f'n_gold_{key}']})"
+                for key, label in (("with_image", "with"), ("without_image", "without"))
+                if split.get(f"hits@1_gold_{key}") is not None
+            )
+        )
     return "\n".join(lines)
 
 

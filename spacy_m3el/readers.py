@@ -1,8 +1,10 @@
 """A corpus reader that keeps each doc's image on the predicted doc."""
 
+import random
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional, Union
+from typing import Callable, Iterable, Iterator, List, Optional, Union
 
+import numpy
 from spacy.language import Language
 from spacy.training import Corpus, Example
 
@@ -19,6 +21,10 @@ class MultimodalCorpus:
     image_attr (str): The image extension name.
     limit (int): Maximum number of examples (0 for all).
     gold_preproc, max_length, augmenter, shuffle: As for ``spacy.Corpus``.
+    fraction (float): Keep this share of the documents (low-resource training; the
+        MIMIC datasets have one mention per document), chosen once by ``subset_seed``
+        so every run and every epoch sees the same subset.
+    subset_seed (int): Seed of the subset (independent of the training seed).
     """
 
     def __init__(
@@ -31,17 +37,26 @@ class MultimodalCorpus:
         max_length: int = 0,
         augmenter: Optional[Callable] = None,
         shuffle: bool = False,
+        fraction: float = 1.0,
+        subset_seed: int = 0,
     ):
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(
+                f"spacy_m3el.MultimodalCorpus.v1: fraction must be in (0, 1], got {fraction}."
+            )
         install_image_extension(image_attr)
         self.image_attr = image_attr
         self.path = path
+        self.fraction = fraction
+        self.subset_seed = subset_seed
+        self.shuffle = shuffle
         self.corpus = Corpus(
             path,
             limit=limit,
             gold_preproc=gold_preproc,
             max_length=max_length,
             augmenter=augmenter,
-            shuffle=shuffle,
+            shuffle=shuffle and fraction == 1.0,
         )
 
     def __call__(self, nlp: Language) -> Iterator[Example]:
@@ -50,9 +65,24 @@ class MultimodalCorpus:
                 "spacy_m3el.MultimodalCorpus.v1 needs a path "
                 "(for example --paths.train corpus/train.spacy)."
             )
-        for eg in self.corpus(nlp):
+        examples = self.corpus(nlp) if self.fraction == 1.0 else self._subset(nlp)
+        for eg in examples:
             copy_image(eg.reference, eg.predicted, self.image_attr)
             yield eg
+
+    def _subset(self, nlp: Language) -> List[Example]:
+        examples = list(self.corpus(nlp))
+        keep = subset_indices(len(examples), self.fraction, self.subset_seed)
+        chosen = [examples[i] for i in keep]
+        if self.shuffle:
+            random.shuffle(chosen)  # as spacy.Corpus does, seeded by spaCy
+        return chosen
+
+
+def subset_indices(n: int, fraction: float, seed: int) -> List[int]:
+    """``round(fraction * n)`` (at least one) of ``range(n)``, in order, fixed by ``seed``."""
+    size = max(1, round(fraction * n)) if n else 0
+    return sorted(int(i) for i in numpy.random.default_rng(seed).permutation(n)[:size])
 
 
 def read_examples(

@@ -164,6 +164,7 @@ def build_m3el_v1(
     contrastive_intra_weight: float = 0.8,
     contrastive_weight: float = 1.0,
     csra_lambda: float = 1.0,
+    missing_images: str = "mask",
 ) -> Model:
     """The M3EL network (encoder + matching units) as a Thinc model (``M3ELModel``).
 
@@ -176,6 +177,9 @@ def build_m3el_v1(
     use_contrastive_loss (bool): Add the intra-modal contrastive loss.
     contrastive_* (float): Its temperature, inter-/inner-source weights and weight.
     csra_lambda (float): Residual weight of the cross-modal pooling heads.
+    missing_images (str): What a mention or entity without an image gets: "mask"
+        (the default here, for pipelines saved before the option existed), "black",
+        "learned", "describe" or "calibrated" (see ``spacy_m3el.ml.missing_images``).
     """
     from .ml.model import build_m3el_model
 
@@ -192,6 +196,7 @@ def build_m3el_v1(
             contrastive_weight,
         ),
         csra_lambda=csra_lambda,
+        missing_images=missing_images,
     )
 
 
@@ -297,7 +302,10 @@ def create_multimodal_corpus_v1(
     max_length: int = 0,
     augmenter: Optional[Callable] = None,
     shuffle: bool = False,
+    fraction: float = 1.0,
+    subset_seed: int = 0,
 ) -> MultimodalCorpus:
+    """spacy.Corpus with images; ``fraction`` keeps a fixed subset (low-resource training)."""
     return MultimodalCorpus(
         path,
         image_attr=image_attr,
@@ -306,9 +314,23 @@ def create_multimodal_corpus_v1(
         max_length=max_length,
         augmenter=augmenter,
         shuffle=shuffle,
+        fraction=fraction,
+        subset_seed=subset_seed,
     )
 
 
 @registry.scorers("spacy_m3el.linker_scorer.v1")
 def create_linker_scorer_v1() -> Callable:
+    """Candidate mode (cheap): spaCy's NEL P/R/F and MRR/Hits@k over the linker's candidates."""
     return score_linker
+
+
+@registry.scorers("spacy_m3el.full_kb_scorer.v1")
+def create_full_kb_scorer_v1(
+    batch_size: int = 16, entity_chunk_size: int = 2048, candidates: bool = True
+) -> Callable:
+    """The papers' model selection: each dev mention ranked among all KB entities
+    (``nel_kb_mrr``, ``nel_kb_hits@k``), plus the candidate-mode keys if ``candidates``."""
+    from .evaluation import full_kb_scorer
+
+    return full_kb_scorer(batch_size, entity_chunk_size, candidates)

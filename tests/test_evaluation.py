@@ -33,7 +33,9 @@ def test_ranks_match_hand_computed_scores(build_nlp, monkeypatch):
         dtype="float32",
     )
     monkeypatch.setattr(
-        linker, "score_all_entities", lambda batch, images, entity_chunk_size: fixed[: len(batch)]
+        linker,
+        "score_all_entities",
+        lambda batch, images, entity_chunk_size, cache=None: fixed[: len(batch)],
     )
     ranks, _ = exhaustive_ranks(linker, spans, gold_ids, batch_size=3)
     assert ranks == [1, 3, 5]
@@ -90,3 +92,97 @@ def test_trained_linker_ranks_gold_first(build_nlp):
     metrics = evaluate_pipeline(nlp, make_examples(nlp, seed=500))
     assert metrics["hits@1"] == pytest.approx(1.0)
     assert metrics["mrr"] == pytest.approx(1.0)
+
+
+def test_evaluation_scores_equal_the_float_network_on_every_pair(build_nlp):
+    """The papers' protocol scores float32 entity features, not the int8 linking cache."""
+    from spacy_m3el.pipeline.inputs import entity_text
+
+    from .util import train
+
+    nlp = build_nlp()
+    train(nlp, make_examples(nlp), steps=5)
+    linker = nlp.get_pipe("m3el_linker")
+    assert linker.entity_cache_precision == "int8"
+    spans, _, _ = gold_mentions(make_examples(nlp, seed=300), linker)
+    images = linker.load_images([s.doc for s in spans])[0]
+    cache = linker.exact_entity_cache()
+    assert cache.precision == "float32"
+    evaluated = linker.score_all_entities(spans, images, entity_chunk_size=4, cache=cache)
+    records = list(linker.kb.records())
+    entities = linker.model.encode(
+        "entity",
+        [entity_text(r) for r in records],
+        [linker.images.entity_image(linker.kb, r) for r in records],
+    )
+    mentions = linker.encode_mentions(spans, images)
+    every = numpy.broadcast_to(numpy.arange(len(records)), (len(spans), len(records)))
+    direct = linker.model.score(mentions, entities, every)
+    numpy.testing.assert_allclose(evaluated, direct, rtol=0, atol=1e-5)
+    quantized = linker.score_all_entities(spans, images, entity_chunk_size=4)
+    assert numpy.abs(quantized - direct).max() > 1e-5  # the int8 cache is not what is reported
+    metrics = evaluate_pipeline(nlp, make_examples(nlp, seed=300))
+    assert metrics["entity_precision"] == "float32"
+    assert metrics["candidates"]["entity_precision"] == "int8"
+
+
+def test_image_breakdown_splits_hits_by_the_gold_image():
+    from types import SimpleNamespace
+
+    from spacy_m3el.evaluation import image_breakdown
+
+    records = [
+        SimpleNamespace(kb_id="A", images=["a.png"]),
+        SimpleNamespace(kb_id="B", images=[]),
+        SimpleNamespace(kb_id="C", images=[]),
+        SimpleNamespace(kb_id="D", images=["d.png"]),
+    ]
+    kb = SimpleNamespace(records=lambda: iter(records))
+    split = image_breakdown(kb, ["A", "A", "B", "B", "D"], ["A", "C", "B", "D", "B"])
+    assert split["hits@1_gold_with_image"] == pytest.approx(1 / 3)
+    assert split["hits@1_gold_without_image"] == pytest.approx(1 / 2)
+    assert (split["n_gold_with_image"], split["n_gold_without_image"]) == (3, 2)
+    assert split["kb_share_without_image"] == pytest.approx(0.5)
+    assert split["wrong_top1_share_without_image"] == pytest.approx(2 / 3)  # C, D, B wrong
+
+
+def test_full_kb_scorer_ranks_dev_mentions_against_a_hand_made_score_matrix(build_nlp, monkeypatch):
+    """The papers' model selection: ranks among all entities (ties against the model),
+    reached through the component's score(), next to the cheap candidate-mode keys."""
+    from spacy.util import registry
+
+    nlp = build_nlp(
+        component_overrides={
+            "scorer": {"@scorers": "spacy_m3el.full_kb_scorer.v1", "batch_size": 2}
+        }
+    )
+    linker = nlp.get_pipe("m3el_linker")
+    examples = make_examples(nlp, per_entity=1)[:3]  # golds Q1, Q2, Q3
+    fixed = numpy.array(
+        [
+            [9.0, 1.0, 2.0, 3.0, 4.0, 5.0],  # Q1 first: rank 1
+            [1.0, 5.0, 5.0, 5.0, 0.0, 0.0],  # Q2 tied with two: rank 3
+            [6.0, 6.0, 1.0, 7.0, 8.0, 0.0],  # Q3 below four: rank 5
+        ],
+        dtype="float32",
+    )
+    calls = []
+
+    def hand_made(batch, images, entity_chunk_size, cache=None):
+        start = sum(calls)
+        calls.append(len(batch))
+        assert cache is not None and cache.precision == "float32"
+        return fixed[start : start + len(batch)]
+
+    monkeypatch.setattr(linker, "score_all_entities", hand_made)
+    scores = nlp.evaluate(examples)
+    assert calls == [2, 1]
+    assert scores["nel_kb_mrr"] == pytest.approx((1 + 1 / 3 + 1 / 5) / 3)
+    assert scores["nel_kb_hits@1"] == pytest.approx(1 / 3)
+    assert scores["nel_kb_hits@3"] == pytest.approx(2 / 3)
+    assert scores["nel_kb_hits@5"] == pytest.approx(1.0)
+    assert "nel_mrr" in scores and "nel_micro_f" in scores  # candidate mode, still there
+    only = registry.scorers.get("spacy_m3el.full_kb_scorer.v1")(candidates=False)
+    calls.clear()
+    result = only(examples, component=linker)
+    assert "nel_mrr" not in result and result["nel_kb_hits@1"] == pytest.approx(1 / 3)

@@ -16,10 +16,11 @@ descriptions), ``demo_mentions`` (mention records and splits) and ``demo_files``
 """
 
 from pathlib import Path
-from typing import List, Union
+from typing import Any, List, Union
 from urllib.parse import unquote
 
 import numpy
+import srsly
 
 from .demo_entities import (
     CODAS,
@@ -61,6 +62,8 @@ from .demo_mentions import (
 )
 from .mimic_files import KB_FILE, SPLITS, detect_text_field, read_json
 
+DEMO_SETTINGS_FILE = "demo_settings.json"
+
 __all__ = [
     "AMBIGUOUS_FRACTION",
     "AMBIGUOUS_TEMPLATES",
@@ -85,6 +88,7 @@ __all__ = [
     "Signature",
     "describe_signature",
     "draw_signature",
+    "ensure_demo_dataset",
     "entity_image",
     "generate_demo_dataset",
     "invent_names",
@@ -103,6 +107,7 @@ def generate_demo_dataset(
     n_names: int = 40,
     entities_per_name: int = 3,
     mentions_per_entity: int = 12,
+    no_image_fraction: float = NO_IMAGE_ENTITY_FRACTION,
     seed: int = 0,
 ) -> Path:
     """Write the demo dataset in the MIMIC layout (deterministic for a seed).
@@ -111,17 +116,36 @@ def generate_demo_dataset(
     n_names (int): Number of distinct entity names.
     entities_per_name (int): Entities sharing each name (at most 6).
     mentions_per_entity (int): Mention records per entity, before the split.
+    no_image_fraction (float): Share of KB entities without an image.
     seed (int): Random seed.
     RETURNS (Path): ``output_dir``.
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     rng = numpy.random.default_rng(seed)
-    entities = make_entities(n_names, entities_per_name, rng)
+    entities = make_entities(n_names, entities_per_name, rng, no_image_fraction)
     splits = split_mentions(entities, mentions_per_entity, rng)
     write_kb(output_dir, entities, rng)
     write_mentions(output_dir, splits, rng)
     return output_dir
+
+
+def ensure_demo_dataset(output_dir: Union[str, Path], **settings: Any) -> bool:
+    """Generate the demo dataset unless ``output_dir`` holds one made with these settings.
+
+    settings: Keyword arguments of :func:`generate_demo_dataset`, recorded in
+        ``output_dir/demo_settings.json`` so that a folder made with other settings
+        (say another share of image-less entities) is regenerated, never reused.
+    RETURNS (bool): Whether the dataset was (re)generated.
+    """
+    output_dir = Path(output_dir)
+    marker = output_dir / DEMO_SETTINGS_FILE
+    made = srsly.read_json(marker) if marker.exists() else None
+    if (output_dir / KB_FILE).exists() and made == settings:
+        return False
+    generate_demo_dataset(output_dir, **settings)
+    srsly.write_json(marker, settings)
+    return True
 
 
 def make_demo_corpus_texts(dataset_dir: Union[str, Path]) -> List[str]:

@@ -206,13 +206,18 @@ def _describe(
 
 
 def make_entities(
-    n_names: int, entities_per_name: int, rng: numpy.random.Generator
+    n_names: int,
+    entities_per_name: int,
+    rng: numpy.random.Generator,
+    no_image_fraction: float = NO_IMAGE_ENTITY_FRACTION,
 ) -> List[Dict[str, Any]]:
     """Invent the entities: several of different types share each name.
 
     n_names (int): Number of distinct names.
     entities_per_name (int): Entities per name, each of another type and signature.
     rng (numpy.random.Generator): Source of all choices.
+    no_image_fraction (float): Share of entities without any image (at least one
+        entity when positive), as in RichpediaMEL and WikiDiverse (40-50%).
     RETURNS (List[Dict[str, Any]]): Entities with ``qid``, ``name``, ``type``,
         ``description``, ``signature`` and ``n_images``.
     """
@@ -223,6 +228,8 @@ def make_entities(
         )
     if n_names < 1:
         raise ValueError(f"n_names must be at least 1, got {n_names}.")
+    if not 0.0 <= no_image_fraction < 1.0:
+        raise ValueError(f"no_image_fraction must be in [0, 1), got {no_image_fraction}.")
     entities = []
     for name in invent_names(n_names, rng):
         types = [ENTITY_TYPES[i] for i in rng.permutation(len(ENTITY_TYPES))[:entities_per_name]]
@@ -237,7 +244,9 @@ def make_entities(
                     "n_images": int(rng.integers(1, 3)),
                 }
             )
-    n_without = max(1, round(NO_IMAGE_ENTITY_FRACTION * len(entities)))
+    n_without = round(no_image_fraction * len(entities))
+    if no_image_fraction > 0:
+        n_without = max(1, n_without)
     for i in rng.permutation(len(entities))[:n_without]:
         entities[i]["n_images"] = 0
     return entities

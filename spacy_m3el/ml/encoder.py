@@ -83,6 +83,7 @@ class CLIPEncoder(nn.Module):
         self.clip: Optional[nn.Module] = None
         self.tokenizer = None
         self.image_processor = None
+        self._blank: Optional[numpy.ndarray] = None
 
     @property
     def is_loaded(self) -> bool:
@@ -113,6 +114,7 @@ class CLIPEncoder(nn.Module):
         self.clip = clip.to(device.device) if device is not None else clip
         self.tokenizer = tokenizer
         self.image_processor = image_processor
+        self._blank = None
         self.max_length = min(self.max_length, clip.config.text_config.max_position_embeddings)
 
     def _check_widths(self, config) -> None:
@@ -222,19 +224,13 @@ class CLIPEncoder(nn.Module):
         text_out = clip.text_model(input_ids=input_ids, attention_mask=attention_mask)
         text_global = nn.functional.normalize(clip.text_projection(text_out.pooler_output), dim=-1)
         n = input_ids.shape[0]
-        n_tokens = (
-            clip.config.vision_config.image_size // clip.config.vision_config.patch_size
-        ) ** 2 + 1
         image_global = text_global.new_zeros((n, self.projection_dim))
-        image_tokens = text_global.new_zeros((n, n_tokens, self.vision_width))
+        image_tokens = text_global.new_zeros((n, self.n_image_tokens, self.vision_width))
         if pixel_values.shape[0] > 0:
-            vision_out = clip.vision_model(pixel_values=pixel_values)
-            embeds = nn.functional.normalize(
-                clip.visual_projection(vision_out.pooler_output), dim=-1
-            )
+            embeds, tokens = self.vision_features(pixel_values)
             index = torch.nonzero(has_image, as_tuple=True)[0]
             image_global = image_global.index_copy(0, index, embeds)
-            image_tokens = image_tokens.index_copy(0, index, vision_out.last_hidden_state)
+            image_tokens = image_tokens.index_copy(0, index, tokens)
         return EncoderOutput(
             text_global=text_global,
             text_tokens=text_out.last_hidden_state,
@@ -243,3 +239,32 @@ class CLIPEncoder(nn.Module):
             image_tokens=image_tokens,
             has_image=has_image.bool(),
         )
+
+    @property
+    def n_image_tokens(self) -> int:
+        """Positions of the vision tower's output: CLS plus one per patch."""
+        self._require_loaded()
+        vision = self.clip.config.vision_config
+        return (vision.image_size // vision.patch_size) ** 2 + 1
+
+    def vision_features(self, pixel_values: torch.Tensor):
+        """Normalised projected embeddings [n, Pi] and last hidden states [n, K, Wv] of images."""
+        vision_out = self.clip.vision_model(pixel_values=pixel_values)
+        embeds = nn.functional.normalize(
+            self.clip.visual_projection(vision_out.pooler_output), dim=-1
+        )
+        return embeds, vision_out.last_hidden_state
+
+    def blank_pixels(self) -> torch.Tensor:
+        """An all-black image as the processor prepares it ([1, 3, H, W]), on the model device."""
+        self._require_loaded()
+        if self._blank is None:
+            from PIL import Image
+
+            size = self.clip.config.vision_config.image_size
+            black = Image.new("RGB", (size, size))
+            self._blank = self.image_processor(images=[black], return_tensors="np")[
+                "pixel_values"
+            ].astype("float32")
+        weight = next(self.clip.parameters())
+        return torch.from_numpy(self._blank).to(device=weight.device, dtype=weight.dtype)

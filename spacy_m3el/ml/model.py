@@ -294,11 +294,13 @@ def build_m3el_model(
     units: Tuple[bool, bool, bool, bool, bool],
     contrastive: Tuple[float, float, float, float],
     csra_lambda: float,
+    missing_images: str = "mask",
 ) -> M3ELModel:
     """Build the network from config values and wrap it; ``initialize`` loads the encoder.
 
     units (Tuple[bool, ...]): The text, image, t2v and v2t units and the contrastive loss.
     contrastive (Tuple[float, ...]): Temperature, inter- and inner-source weights, weight.
+    missing_images (str): The policy for image-less items (``ml.missing_images``).
     """
     from .network import ContrastiveSettings, M3ELNet, UnitSwitches
 
@@ -314,5 +316,6 @@ def build_m3el_model(
         units=UnitSwitches(*units),
         contrastive=ContrastiveSettings(*contrastive),
         csra_lambda=csra_lambda,
+        missing_images=missing_images,
     )
     return M3ELModel(net)

@@ -25,6 +25,7 @@ from .bi_encoder import HAS_IMAGE, RetrievalPart, RetrievalSpec
 from .encoder import CLIPEncoder, EncoderOutput
 from .layers import AlignmentFactory, CrossModalUnit, IntraModalUnit
 from .losses import intra_modal_contrastive, masked_cross_entropy
+from .missing_images import MissingImageFill, UnitCombination
 
 Side = Dict[str, torch.Tensor]
 UNITS = ("text", "image", "t2v", "v2t")
@@ -70,6 +71,7 @@ class M3ELNet(nn.Module):
     units (UnitSwitches): which units and losses are on.
     contrastive (ContrastiveSettings): ICL temperature and weights.
     csra_lambda (float): residual weight of the CSRA pooling heads.
+    missing_images (str): what image-less items get (see ``ml.missing_images``).
     """
 
     def __init__(
@@ -82,6 +84,7 @@ class M3ELNet(nn.Module):
         units: UnitSwitches = UnitSwitches(),
         contrastive: ContrastiveSettings = ContrastiveSettings(),
         csra_lambda: float = 1.0,
+        missing_images: str = "mask",
     ):
         super().__init__()
         if not units.enabled:
@@ -113,6 +116,10 @@ class M3ELNet(nn.Module):
             if units.t2v or units.v2t
             else None
         )
+        self.missing_images = MissingImageFill(
+            missing_images, encoder.projection_dim, encoder.vision_width
+        )
+        self.combine = UnitCombination(units.enabled, calibrated=missing_images == "calibrated")
 
     def forward(self, method: Callable[..., Any], **inputs) -> Any:
         """Run one of the entry points (``M3ELNet.encode``, ``.score_candidates``, ``.loss``)."""
@@ -150,6 +157,8 @@ class M3ELNet(nn.Module):
     def side(self, out: EncoderOutput, role: str) -> Side:
         if role not in ("mention", "entity"):
             raise ValueError(f"role must be 'mention' or 'entity', got {role!r}")
+        if self.units.needs_images:
+            out = self.missing_images(out, self.encoder)
         text_g = self.norm_text_global(out.text_global)
         text_t = self.norm_text_tokens(out.text_tokens)
         image_g = self.norm_image_global(self.image_global_fc(out.image_global))
@@ -185,23 +194,20 @@ class M3ELNet(nn.Module):
 
         entity_index (LongTensor[n, C]): rows of ``entities`` to score per mention.
         RETURNS (Dict[str, Tensor[n, C]]): one entry per enabled unit, ``"<unit>.ok"``
-            availability masks for image units, and the overall ``"score"``:
-            the mean of the units available for each pair.
+            availability masks for image units, and the overall ``"score"``
+            (``UnitCombination``: the mean of the units available for each pair,
+            or with the "calibrated" policy the calibrated mean over all units).
         """
         both_images = mentions[HAS_IMAGE].unsqueeze(1) & entities[HAS_IMAGE][entity_index]
         scores: Dict[str, torch.Tensor] = {}
-        total = torch.zeros(entity_index.shape, device=entity_index.device)
-        count = torch.zeros_like(total)
         for unit in self.units.enabled:
             bi_term, late = self._unit_terms(unit, mentions, entities, entity_index)
-            value = bi_term if late is None else bi_term + late
-            ok = both_images if unit in IMAGE_UNITS else torch.ones_like(both_images)
-            scores[unit] = value
-            scores[f"{unit}.ok"] = ok
-            total = total + value * ok
-            count = count + ok
-        scores["score"] = torch.where(
-            count > 0, total / count.clamp(min=1), torch.zeros_like(total)
+            scores[unit] = bi_term if late is None else bi_term + late
+            scores[f"{unit}.ok"] = (
+                both_images if unit in IMAGE_UNITS else torch.ones_like(both_images)
+            )
+        scores["score"] = self.combine(
+            scores, {unit: scores[f"{unit}.ok"] for unit in self.units.enabled}
         )
         return scores
 

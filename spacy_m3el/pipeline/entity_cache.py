@@ -162,8 +162,15 @@ class EntityCache:
     def __len__(self) -> int:
         return len(self.kb_ids)
 
-    def matches(self, model_fingerprint: str, kb_fingerprint: str) -> bool:
-        return self.model_fingerprint == model_fingerprint and self.kb_fingerprint == kb_fingerprint
+    def matches(
+        self, model_fingerprint: str, kb_fingerprint: str, precision: Optional[str] = None
+    ) -> bool:
+        """Whether the cache holds these weights' features of this KB (at ``precision``)."""
+        return (
+            self.model_fingerprint == model_fingerprint
+            and self.kb_fingerprint == kb_fingerprint
+            and (precision is None or self.precision == precision)
+        )
 
     @property
     def nbytes(self) -> int:

@@ -76,11 +76,18 @@ class EntityIndex:
         if self._cache is not None and self._key == key:
             return self._cache
         model_fp, kb_fp = self.model.fingerprint(), kb.fingerprint()
-        if self._cache is not None and self._cache.matches(model_fp, kb_fp):
+        if self._cache is not None and self._cache.matches(model_fp, kb_fp, self.precision):
             self._key = key
             return self._cache
         if self._cache is not None and self._key is None:
-            stale = "weights" if self._cache.model_fingerprint != model_fp else "knowledge base"
+            if self._cache.precision != self.precision:
+                stale = (
+                    f"precision ({self._cache.precision}, the component asks for {self.precision})"
+                )
+            elif self._cache.model_fingerprint != model_fp:
+                stale = "weights"
+            else:
+                stale = "knowledge base"
             logger.warning(
                 "%s: the saved entity cache does not match the current %s; re-encoding the KB.",
                 self.component,
@@ -95,12 +102,17 @@ class EntityIndex:
         kb: MultimodalKB,
         model_fingerprint: Optional[str] = None,
         kb_fingerprint: Optional[str] = None,
+        precision: Optional[str] = None,
     ) -> EntityCache:
         """Encode every KB entity (its first image) with the current weights.
 
         Entities are decoded, encoded and compacted a batch at a time, so memory
         holds one batch of images and float features, not the whole KB's.
+
+        precision (Optional[str]): Storage precision; the index's own by default.
+            The result is returned, not kept: only the index's own cache is reused.
         """
+        precision = check_precision(precision or self.precision)
         records = list(kb.records())
         needs_images = self.model.needs_images
         stored, unreadable = [], 0
@@ -112,7 +124,7 @@ class EntityIndex:
             )
             texts = [entity_text(r) for r in batch]
             side = self.model.encode("entity", texts, images, batch_size=self.batch_size)
-            stored.append(encode_side(side, self.precision))
+            stored.append(encode_side(side, precision))
         if unreadable:
             logger.warning(
                 "%s: %d entity images could not be read; "
@@ -123,7 +135,7 @@ class EntityIndex:
         return EntityCache(
             [r.kb_id for r in records],
             concat_stored(stored),
-            self.precision,
+            precision,
             model_fingerprint or self.model.fingerprint(),
             kb_fingerprint or kb.fingerprint(),
             self.model.retrieval_spec,

@@ -8,7 +8,6 @@ index (:mod:`.entity_index`) keeps the encoded KB and answers stage 1,
 and :class:`~.inputs.ImageLoader` decodes images.
 """
 
-from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
@@ -32,25 +31,12 @@ from .entity_index import CACHE_FILE, EntityIndex, retrieve_candidates
 from .gold import GOLD_NOT_IN_KB, missing_gold_message, reference_gold
 from .inputs import ImageLoader, mention_text
 from .mining import NegativeMiner
-from .ranking import Ranking, choose, rerank, score_all
+from .ranking import DocPrediction, Ranking, choose, install_span_extension, rerank, score_all
 from .serialization import LinkerSerialization
 from .settings import check_settings
 from .training import component_training_batch, gold_ents_scorer, with_gold_ents, with_images
 
 __all__ = ["CACHE_FILE", "DocPrediction", "M3ELLinker", "Ranking"]
-
-
-def install_span_extension() -> None:
-    if not Span.has_extension(CANDIDATES_ATTR):
-        Span.set_extension(CANDIDATES_ATTR, default=None)
-
-
-@dataclass
-class DocPrediction:
-    """What ``predict`` found for one doc: a ranking per entity (None = not linked)."""
-
-    rankings: List[Optional[Ranking]] = field(default_factory=list)
-    image_status: Optional[str] = None
 
 
 class M3ELLinker(LinkerSerialization, TrainablePipe):
@@ -344,7 +330,11 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
         return rerank(self.model, mentions, cache, rows_per_span, decision)
 
     def score_all_entities(
-        self, spans: List[Span], images: List[object], entity_chunk_size: int = 2048
+        self,
+        spans: List[Span],
+        images: List[object],
+        entity_chunk_size: int = 2048,
+        cache: Optional[EntityCache] = None,
     ) -> numpy.ndarray:
         """Full M3EL scores of each span against every KB entity (the papers' protocol).
 
@@ -353,10 +343,13 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
 
         spans (List[Span]): The mentions.
         images (List[Optional[PIL.Image]]): The image of each mention's doc.
-        RETURNS (numpy.ndarray[len(spans), N]): Scores, columns in ``entity_cache.kb_ids`` order.
+        cache (Optional[EntityCache]): The entities' features (default: the component's
+            cache; evaluation passes ``exact_entity_cache()``).
+        RETURNS (numpy.ndarray[len(spans), N]): Scores, columns in ``cache.kb_ids`` order.
         """
         mentions = self.encode_mentions(spans, images)
-        return score_all(self.model, mentions, self.entity_cache, entity_chunk_size)
+        cache = self.entity_cache if cache is None else cache
+        return score_all(self.model, mentions, cache, entity_chunk_size)
 
     @property
     def entity_cache(self) -> EntityCache:
@@ -366,6 +359,13 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
         the current weights and KB; otherwise it is rebuilt, with a warning.
         """
         return self.index.cache(self.kb)
+
+    def exact_entity_cache(self) -> EntityCache:
+        """The KB encoded in float32, as evaluation scores it: the component's own cache
+        when it is float32, else a fresh one (not kept; linking keeps its precision)."""
+        if self.index.precision == "float32":
+            return self.entity_cache
+        return self.index.build(self.kb, precision="float32")
 
     def build_entity_cache(self) -> EntityCache:
         """Encode every KB entity with the current weights (always; see ``entity_cache``)."""

@@ -1,17 +1,34 @@
 """Stage 2 of linking (reranking candidates with the full score) and exhaustive ranking."""
 
+from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
 import numpy
+from spacy.tokens import Span
 
 from ..kb import NIL
 from ..ml.model import M3ELModel
 from ..ml.sides import SideArrays
+from ..scoring import CANDIDATES_ATTR
 from .decision import LinkDecision
 from .entity_cache import EntityCache
 from .entity_index import CandidateSet
 
 Ranking = List[Tuple[str, float]]
+
+
+@dataclass
+class DocPrediction:
+    """What ``predict`` found for one doc: a ranking per entity (None = not linked)."""
+
+    rankings: List[Optional[Ranking]] = field(default_factory=list)
+    image_status: Optional[str] = None
+
+
+def install_span_extension() -> None:
+    """``span._.m3el_candidates``: the ranked ``(kb_id, probability)`` pairs of a linked span."""
+    if not Span.has_extension(CANDIDATES_ATTR):
+        Span.set_extension(CANDIDATES_ATTR, default=None)
 
 
 def rerank(

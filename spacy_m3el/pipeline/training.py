@@ -1,5 +1,6 @@
 """Training batches for the linker: gold mentions, negatives, and the model's inputs."""
 
+import inspect
 from functools import partial
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
@@ -37,9 +38,13 @@ def gold_ents_scorer(component: Any, scorer: Callable[..., Dict[str, Any]]) -> C
 
     With ``use_gold_ents`` the examples' predicted docs get the gold entities
     and are linked again by ``component.pipe`` before scoring, as in training.
+    A scorer with a ``component`` keyword (the full-KB scorer) also gets the component.
     """
+    wants_component = "component" in inspect.signature(scorer).parameters
 
     def score(examples: Iterable[Example], **kwargs) -> Dict[str, Any]:
+        if wants_component:
+            kwargs["component"] = component
         examples = with_images(list(examples), component.image_attr)
         if component.use_gold_ents:
             examples = with_gold_ents(examples)

@@ -117,3 +117,22 @@ def test_a_cache_saved_by_other_units_is_rebuilt(build_nlp, tmp_path, caplog):
         linker.index.load(tmp_path / "cache")
     assert any("ignoring the saved entity cache" in r.getMessage() for r in caplog.records)
     assert "retrieval.text" in linker.entity_cache.retrieval_spec.keys
+
+
+def test_a_cache_saved_at_another_precision_is_refused(build_nlp, tmp_path, caplog):
+    """entity_cache_precision is part of the cache's validity, not only weights and KB."""
+    linker = build_nlp().get_pipe("m3el_linker")
+    int8 = linker.entity_cache
+    linker.index.save(tmp_path / "cache", linker.kb)
+    exact = EntityIndex(linker.model, ImageLoader(), precision="float32")
+    exact.load(tmp_path / "cache")
+    with caplog.at_level(logging.WARNING, logger="spacy_m3el"):
+        cache = exact.cache(linker.kb)
+    assert cache.precision == "float32" and int8.precision == "int8"
+    assert any("precision (int8" in r.getMessage() for r in caplog.records)
+    same = EntityIndex(linker.model, ImageLoader(), precision="int8")
+    same.load(tmp_path / "cache")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="spacy_m3el"):
+        assert same.cache(linker.kb).precision == "int8"
+    assert not caplog.records

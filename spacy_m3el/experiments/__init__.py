@@ -1,0 +1,1 @@
+"""The papers' experiments as runs of ``spacy train``: suites, runner and report."""

@@ -1,0 +1,133 @@
+"""Train and evaluate one variant with one seed, by ``spacy train`` and the papers' protocol.
+
+Each run lives in its own folder under the work folder, keyed by its
+overrides and seed; a finished run (``metrics.json`` present) is read back
+instead of trained again, so an interrupted experiment resumes, and two rows
+with the same settings (the full model in the ablations and at 100% of the
+training data) are trained once.
+"""
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import srsly
+
+from .suites import Variant
+
+METRICS_FILE = "metrics.json"
+KEPT_METRICS = ("mrr", "hits@1", "hits@3", "hits@5", "hits@10", "hits@20", "mean_rank")
+
+
+@dataclass(frozen=True)
+class ExperimentData:
+    """What every run is trained and evaluated on.
+
+    config (Path): The training config (e.g. ``configs/demo.cfg``).
+    train, dev, test (Path): The ``.spacy`` splits.
+    kb (Path): The knowledge base folder.
+    encoder (str): The CLIP checkpoint (local folder or hub name).
+    max_steps (int): Shorten training to this many steps (0: the config's own).
+    """
+
+    config: Path
+    train: Path
+    dev: Path
+    test: Path
+    kb: Path
+    encoder: str
+    max_steps: int = 0
+
+    def overrides(self, seed: int) -> Dict[str, Any]:
+        settings: Dict[str, Any] = {
+            "paths.train": str(self.train),
+            "paths.dev": str(self.dev),
+            "paths.kb": str(self.kb),
+            "paths.encoder": str(self.encoder),
+            "system.seed": seed,
+        }
+        if self.max_steps:
+            settings.update(
+                {
+                    "training.max_steps": self.max_steps,
+                    "training.max_epochs": 0,
+                    "training.eval_frequency": max(1, self.max_steps // 4),
+                    "training.patience": 0,
+                }
+            )
+        return settings
+
+
+def run_key(data: ExperimentData, variant: Variant, seed: int) -> str:
+    """A short hash of everything that decides a run's result."""
+    settings = {
+        "config": Path(data.config).read_text(encoding="utf8"),
+        "data": {k: str(v) for k, v in data.overrides(seed).items()},
+        "variant": variant.overrides,
+    }
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf8")).hexdigest()[:12]
+
+
+def run_variant(
+    data: ExperimentData, variant: Variant, seed: int, work: Path, *, log: Optional[Path] = None
+) -> Dict[str, Any]:
+    """Train ``variant`` with ``seed`` (unless already done) and evaluate it on dev and test.
+
+    RETURNS (Dict[str, Any]): ``variant``, ``seed``, ``dev`` and ``test`` (full-KB
+        ranking metrics of the best checkpoint, float32 entity features), the
+        test ``by_gold_image`` split and ``folder``.
+    """
+    folder = Path(work) / f"run-{run_key(data, variant, seed)}"
+    done = folder / METRICS_FILE
+    if done.exists():
+        measured = srsly.read_json(done)
+    else:
+        train_pipeline(data, variant, seed, folder / "training", log=log)
+        measured = evaluate_run(data, folder / "training" / "model-best")
+        measured["folder"] = str(folder)
+        srsly.write_json(done, measured)
+    return {
+        **measured,
+        "variant": variant.name,
+        "suite": variant.suite,
+        "seed": seed,
+        "train_fraction": variant.train_fraction,
+    }
+
+
+def train_pipeline(
+    data: ExperimentData, variant: Variant, seed: int, output: Path, log: Optional[Path] = None
+) -> None:
+    """``spacy train`` of the config with the data's and the variant's overrides."""
+    import contextlib
+
+    from spacy.cli.train import train
+
+    overrides = {**data.overrides(seed), **variant.overrides}
+    output.mkdir(parents=True, exist_ok=True)
+    with open(log or output / "train.log", "a", encoding="utf8") as stream:
+        with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
+            train(data.config, output, use_gpu=-1, overrides=overrides)
+
+
+def evaluate_run(data: ExperimentData, model: Path) -> Dict[str, Any]:
+    """The papers' protocol on dev and test for a trained pipeline."""
+    import spacy
+
+    from ..evaluation import evaluate_pipeline, find_linker
+    from ..readers import read_examples
+
+    nlp = spacy.load(model)
+    linker = find_linker(nlp)
+    result: Dict[str, Any] = {}
+    for split, path in (("dev", data.dev), ("test", data.test)):
+        examples = read_examples(nlp, path, image_attr=linker.image_attr)
+        metrics = evaluate_pipeline(nlp, examples)
+        result[split] = {key: metrics[key] for key in KEPT_METRICS}
+        result[split]["n_mentions"] = metrics["n_mentions"]
+        if split == "test":
+            result["by_gold_image"] = metrics["by_gold_image"]
+    return result
