@@ -165,8 +165,9 @@ def evaluate_pipeline(
     component: Optional[str] = None,
     batch_size: int = 16,
     entity_chunk_size: int = 2048,
+    candidates: bool = True,
 ) -> Dict[str, object]:
-    """Both protocols on a list of examples.
+    """Both protocols on a list of examples (the candidate mode only if ``candidates``).
 
     RETURNS (Dict[str, object]): ``mrr``, ``hits@1/3/5/10/20``, ``mean_rank``,
         ``n_mentions`` (full-KB ranking, float32 entity features: ``entity_precision``),
@@ -184,13 +185,14 @@ def evaluate_pipeline(
     )
     metrics: Dict[str, object] = dict(ranking_metrics(ranking.ranks, hits=PAPER_HITS))
     metrics["entity_precision"] = ranking.precision
-    candidate_scores = nlp.evaluate(examples)
-    metrics["candidates"] = {
-        k: v
-        for k, v in candidate_scores.items()
-        if k.startswith("nel_") and isinstance(v, (int, float))
-    }
-    metrics["candidates"]["entity_precision"] = linker.entity_cache_precision
+    if candidates:
+        candidate_scores = nlp.evaluate(examples)
+        metrics["candidates"] = {
+            k: v
+            for k, v in candidate_scores.items()
+            if k.startswith("nel_") and isinstance(v, (int, float))
+        }
+        metrics["candidates"]["entity_precision"] = linker.entity_cache_precision
     metrics["n_entities"] = len(linker.kb)
     metrics["skipped"] = dict(skipped)
     metrics["images"] = dict(ranking.statuses)

@@ -108,6 +108,7 @@ def generate_demo_dataset(
     entities_per_name: int = 3,
     mentions_per_entity: int = 12,
     no_image_fraction: float = NO_IMAGE_ENTITY_FRACTION,
+    fine_siblings: bool = False,
     seed: int = 0,
 ) -> Path:
     """Write the demo dataset in the MIMIC layout (deterministic for a seed).
@@ -117,13 +118,14 @@ def generate_demo_dataset(
     entities_per_name (int): Entities sharing each name (at most 6).
     mentions_per_entity (int): Mention records per entity, before the split.
     no_image_fraction (float): Share of KB entities without an image.
+    fine_siblings (bool): Same-name entities differ only in the emblem's foreground colour.
     seed (int): Random seed.
     RETURNS (Path): ``output_dir``.
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     rng = numpy.random.default_rng(seed)
-    entities = make_entities(n_names, entities_per_name, rng, no_image_fraction)
+    entities = make_entities(n_names, entities_per_name, rng, no_image_fraction, fine_siblings)
     splits = split_mentions(entities, mentions_per_entity, rng)
     write_kb(output_dir, entities, rng)
     write_mentions(output_dir, splits, rng)

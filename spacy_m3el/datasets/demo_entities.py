@@ -181,9 +181,18 @@ def invent_names(n: int, rng: numpy.random.Generator) -> List[str]:
     ]
 
 
-def _signatures_for_name(k: int, rng: numpy.random.Generator) -> List[Signature]:
-    # Entities sharing a name differ in background colour AND shape.
+def _signatures_for_name(
+    k: int, rng: numpy.random.Generator, fine: bool = False
+) -> List[Signature]:
+    # Entities sharing a name differ in background colour AND shape; with ``fine``
+    # only in the shape's colour (same background, same shape).
     colours = list(COLOURS)
+    if fine:
+        background = colours[int(rng.integers(len(colours)))]
+        shape = SHAPES[int(rng.integers(len(SHAPES)))]
+        others = [c for c in colours if c != background]
+        picks = rng.permutation(len(others))[:k]
+        return [Signature(background, others[i], shape) for i in picks]
     backgrounds = [colours[i] for i in rng.permutation(len(colours))[:k]]
     shapes = [SHAPES[i] for i in rng.permutation(len(SHAPES))[:k]]
     signatures = []
@@ -210,6 +219,7 @@ def make_entities(
     entities_per_name: int,
     rng: numpy.random.Generator,
     no_image_fraction: float = NO_IMAGE_ENTITY_FRACTION,
+    fine_siblings: bool = False,
 ) -> List[Dict[str, Any]]:
     """Invent the entities: several of different types share each name.
 
@@ -218,6 +228,8 @@ def make_entities(
     rng (numpy.random.Generator): Source of all choices.
     no_image_fraction (float): Share of entities without any image (at least one
         entity when positive), as in RichpediaMEL and WikiDiverse (40-50%).
+    fine_siblings (bool): Entities sharing a name differ only in their emblem's
+        foreground colour (told apart by fine visual detail), not in background and shape.
     RETURNS (List[Dict[str, Any]]): Entities with ``qid``, ``name``, ``type``,
         ``description``, ``signature`` and ``n_images``.
     """
@@ -233,7 +245,9 @@ def make_entities(
     entities = []
     for name in invent_names(n_names, rng):
         types = [ENTITY_TYPES[i] for i in rng.permutation(len(ENTITY_TYPES))[:entities_per_name]]
-        for entity_type, signature in zip(types, _signatures_for_name(entities_per_name, rng)):
+        for entity_type, signature in zip(
+            types, _signatures_for_name(entities_per_name, rng, fine_siblings)
+        ):
             entities.append(
                 {
                     "qid": f"Q{900001 + len(entities)}",

@@ -53,7 +53,7 @@ class ExperimentData:
                 {
                     "training.max_steps": self.max_steps,
                     "training.max_epochs": 0,
-                    "training.eval_frequency": max(1, self.max_steps // 4),
+                    "training.eval_frequency": max(1, self.max_steps // 2),
                     "training.patience": 0,
                 }
             )
@@ -125,7 +125,7 @@ def evaluate_run(data: ExperimentData, model: Path) -> Dict[str, Any]:
     result: Dict[str, Any] = {}
     for split, path in (("dev", data.dev), ("test", data.test)):
         examples = read_examples(nlp, path, image_attr=linker.image_attr)
-        metrics = evaluate_pipeline(nlp, examples)
+        metrics = evaluate_pipeline(nlp, examples, candidates=False)
         result[split] = {key: metrics[key] for key in KEPT_METRICS}
         result[split]["n_mentions"] = metrics["n_mentions"]
         if split == "test":

@@ -163,3 +163,34 @@ def test_bad_sizes(tmp_path: Path):
         generate_demo_dataset(tmp_path, entities_per_name=9)
     with pytest.raises(ValueError, match="names"):
         generate_demo_dataset(tmp_path, n_names=10_000)
+
+
+def test_share_of_image_less_entities_is_a_setting():
+    for fraction in (0.0, 0.45):
+        entities = make_entities(20, 3, numpy.random.default_rng(0), no_image_fraction=fraction)
+        without = sum(entity["n_images"] == 0 for entity in entities)
+        assert without == round(fraction * len(entities))
+    with pytest.raises(ValueError, match="no_image_fraction"):
+        make_entities(2, 2, numpy.random.default_rng(0), no_image_fraction=1.0)
+
+
+def test_fine_siblings_differ_only_in_the_foreground_colour():
+    entities = make_entities(8, 4, numpy.random.default_rng(1), fine_siblings=True)
+    by_name = defaultdict(list)
+    for entity in entities:
+        by_name[entity["name"]].append(entity["signature"])
+    for signatures in by_name.values():
+        assert len({(s.background, s.shape) for s in signatures}) == 1
+        assert len({s.foreground for s in signatures}) == len(signatures)
+        assert all(s.foreground != s.background for s in signatures)
+
+
+def test_ensure_demo_dataset_regenerates_only_for_other_settings(tmp_path: Path):
+    from spacy_m3el.datasets.demo import ensure_demo_dataset
+
+    small = dict(n_names=3, entities_per_name=2, mentions_per_entity=4)
+    assert ensure_demo_dataset(tmp_path, no_image_fraction=0.0, **small)
+    assert not ensure_demo_dataset(tmp_path, no_image_fraction=0.0, **small)
+    assert ensure_demo_dataset(tmp_path, no_image_fraction=0.5, **small)
+    kb = read(tmp_path / "kb_entity.json")
+    assert sum(not entity["image_list"] for entity in kb) == 3

@@ -1,0 +1,207 @@
+"""Commands that make data: prepare, make-demo, make-tiny-clip, assets."""
+
+import argparse
+from pathlib import Path
+
+from .common import CommandError
+
+# prepare ----------------------------------------------------------------------
+
+
+def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..datasets.mimic import DATASET_PREFIXES
+
+    parser.add_argument(
+        "--dataset", required=True, choices=sorted(DATASET_PREFIXES), help="Dataset name."
+    )
+    parser.add_argument(
+        "--dataset-dir", required=True, type=Path, help="Folder in the MIMIC layout."
+    )
+    parser.add_argument(
+        "--output",
+        required=True,
+        type=Path,
+        help="Folder for {train,dev,test}.spacy and report.json.",
+    )
+    parser.add_argument(
+        "--kb", type=Path, default=None, help="Folder for the KB (default: OUTPUT/kb)."
+    )
+    parser.add_argument(
+        "--embed-images", action="store_true", help="Store image bytes instead of paths."
+    )
+    parser.add_argument(
+        "--limit", type=int, default=0, help="Keep only the first N records per split (0: all)."
+    )
+    parser.add_argument(
+        "--lang", default="en", help="Language code of the tokenizer (default: en)."
+    )
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    from ..datasets.mimic import prepare_dataset
+
+    report = prepare_dataset(
+        args.dataset,
+        args.dataset_dir,
+        args.output,
+        args.kb if args.kb is not None else args.output / "kb",
+        nlp_lang=args.lang,
+        embed_images=args.embed_images,
+        limit=args.limit,
+    )
+    print(report.format_table())
+    return 0
+
+
+# make-demo --------------------------------------------------------------------
+
+
+def add_make_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", required=True, type=Path, help="Dataset folder to write.")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n-names", type=int, default=40, help="Distinct entity names.")
+    parser.add_argument(
+        "--entities-per-name", type=int, default=3, help="Entities sharing each name."
+    )
+    parser.add_argument("--mentions-per-entity", type=int, default=12)
+    add_no_image_fraction_argument(parser)
+    parser.add_argument(
+        "--fine-siblings",
+        action="store_true",
+        help="Entities sharing a name differ only in their emblem's foreground colour.",
+    )
+
+
+def add_no_image_fraction_argument(parser: argparse.ArgumentParser) -> None:
+    from ..datasets.demo import NO_IMAGE_ENTITY_FRACTION
+
+    parser.add_argument(
+        "--no-image-fraction",
+        type=float,
+        default=NO_IMAGE_ENTITY_FRACTION,
+        help="Share of demo KB entities without an image (RichpediaMEL/WikiDiverse: 0.4-0.5).",
+    )
+
+
+def run_make_demo(args: argparse.Namespace) -> int:
+    from ..datasets.demo import generate_demo_dataset
+
+    path = generate_demo_dataset(
+        args.output,
+        n_names=args.n_names,
+        entities_per_name=args.entities_per_name,
+        mentions_per_entity=args.mentions_per_entity,
+        no_image_fraction=args.no_image_fraction,
+        fine_siblings=args.fine_siblings,
+        seed=args.seed,
+    )
+    print(f"Demo dataset written to {path}")
+    return 0
+
+
+# make-tiny-clip ---------------------------------------------------------------
+
+
+def add_make_tiny_clip_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--output", required=True, type=Path, help="Folder for the CLIP checkpoint."
+    )
+    parser.add_argument(
+        "--corpus-from",
+        type=Path,
+        default=None,
+        metavar="DATASET_DIR",
+        help="Learn the BPE merges from this dataset's names, descriptions and sentences.",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run_make_tiny_clip(args: argparse.Namespace) -> int:
+    from ..datasets.demo import make_demo_corpus_texts
+    from ..ml.tiny_clip import build_tiny_clip
+
+    corpus = None
+    if args.corpus_from is not None:
+        if not args.corpus_from.is_dir():
+            raise CommandError(f"Dataset folder not found: {args.corpus_from}")
+        corpus = make_demo_corpus_texts(args.corpus_from)
+    path = build_tiny_clip(args.output, corpus=corpus, seed=args.seed)
+    print(f"Tiny CLIP written to {path}")
+    return 0
+
+
+# assets -----------------------------------------------------------------------
+
+
+def add_assets_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..datasets.mimic import DATASET_PREFIXES
+
+    parser.add_argument("--dataset", required=True, choices=sorted(DATASET_PREFIXES))
+    parser.add_argument("--dataset-dir", required=True, type=Path)
+    parser.add_argument("--encoder", required=True, help="CLIP hub name or local folder.")
+    add_no_image_fraction_argument(parser)
+
+
+def run_assets(args: argparse.Namespace) -> int:
+    """Make sure the dataset and encoder exist; build them for the offline demo."""
+    from ..datasets.demo import ensure_demo_dataset, make_demo_corpus_texts
+    from ..datasets.mimic import find_split_files
+    from ..ml.tiny_clip import build_tiny_clip
+
+    if args.dataset == "demo":
+        if ensure_demo_dataset(args.dataset_dir, no_image_fraction=args.no_image_fraction):
+            print(
+                f"Generated the demo dataset in {args.dataset_dir} "
+                f"({args.no_image_fraction:.0%} of entities without an image)"
+            )
+    elif not args.dataset_dir.is_dir():
+        raise CommandError(
+            f"Dataset folder not found: {args.dataset_dir}. The MIMIC-format datasets cannot be "
+            "downloaded automatically; see the README section 'Real datasets' for where to "
+            "get them."
+        )
+    find_split_files(args.dataset, args.dataset_dir)
+    encoder = Path(args.encoder)
+    if encoder.is_dir():
+        if not (encoder / "config.json").exists():
+            raise CommandError(
+                f"{encoder} has no config.json: not a Hugging Face checkpoint folder."
+            )
+        print(f"Encoder: local checkpoint {encoder}")
+    elif args.dataset == "demo":
+        build_tiny_clip(encoder, corpus=make_demo_corpus_texts(args.dataset_dir))
+        print(f"Built a tiny offline CLIP in {encoder}")
+    else:
+        print(check_hub_encoder(args.encoder, args.dataset_dir))
+    return 0
+
+
+def check_hub_encoder(name: str, dataset_dir: Path) -> str:
+    """Say where a non-local encoder comes from, or stop now if it cannot be had.
+
+    Offline (``HF_HUB_OFFLINE=1``, the project's default), a checkpoint that is
+    neither a local folder nor in the Hugging Face cache would only fail at
+    ``initialize``, after the data preparation: fail here, saying what to pass.
+    RETURNS (str): A line describing the encoder's source.
+    """
+    import os
+
+    from huggingface_hub import try_to_load_from_cache
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    try:
+        cached = isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except ValueError:  # not a valid hub repo id (e.g. a path with several parts)
+        cached = False
+    if cached:
+        return f"Encoder: {name!r} from the Hugging Face cache."
+    if not offline:
+        return f"Encoder: {name!r} will be downloaded from the Hugging Face hub at initialize."
+    raise CommandError(
+        f"Encoder {name!r} is neither a local checkpoint folder nor in the Hugging Face "
+        "cache, and downloads are off (HF_HUB_OFFLINE=1). Pass --vars.encoder with a local "
+        "CLIP checkpoint folder (for example a downloaded openai/clip-vit-base-patch32), or "
+        "allow the download with HF_HUB_OFFLINE=0 and a hub name. For an offline try with a "
+        "tiny random CLIP: python -m spacy_m3el make-tiny-clip --output encoders/tiny-clip "
+        f"--corpus-from {dataset_dir}"
+    )
