@@ -41,6 +41,7 @@ setup(
         "spacy_factories": [f"m3el_linker = {REGISTRATIONS}:make_m3el_linker"],
         "spacy_architectures": [
             f"spacy_m3el.M3EL.v1 = {REGISTRATIONS}:build_m3el_v1",
+            f"spacy_m3el.M3EL.v2 = {REGISTRATIONS}:build_m3el_v2",
             # Deprecated aliases of the @misc functions of the same names.
             f"spacy_m3el.CLIPEncoder.v1 = {REGISTRATIONS}:deprecated_clip_encoder_v1",
             f"spacy_m3el.AttentionAlignment.v1 = {REGISTRATIONS}:deprecated_attention_alignment_v1",

@@ -28,7 +28,7 @@ from .scoring import score_linker
 
 DEFAULT_MODEL_CONFIG = """
 [model]
-@architectures = "spacy_m3el.M3EL.v1"
+@architectures = "spacy_m3el.M3EL.v2"
 hidden_width = 96
 image_width = 96
 use_text_unit = true
@@ -41,6 +41,7 @@ contrastive_inter_weight = 1.0
 contrastive_intra_weight = 0.8
 contrastive_weight = 1.0
 csra_lambda = 1.0
+missing_images = "describe"
 
 [model.encoder]
 @misc = "spacy_m3el.CLIPEncoder.v1"
@@ -148,8 +149,8 @@ def make_m3el_linker(
     )
 
 
-@registry.architectures("spacy_m3el.M3EL.v1")
-def build_m3el_v1(
+@registry.architectures("spacy_m3el.M3EL.v2")
+def build_m3el_v2(
     encoder: Any,
     alignment: Callable[[int], Any],
     hidden_width: int = 96,
@@ -164,7 +165,7 @@ def build_m3el_v1(
     contrastive_intra_weight: float = 0.8,
     contrastive_weight: float = 1.0,
     csra_lambda: float = 1.0,
-    missing_images: str = "mask",
+    missing_images: str = "describe",
 ) -> Model:
     """The M3EL network (encoder + matching units) as a Thinc model (``M3ELModel``).
 
@@ -177,9 +178,9 @@ def build_m3el_v1(
     use_contrastive_loss (bool): Add the intra-modal contrastive loss.
     contrastive_* (float): Its temperature, inter-/inner-source weights and weight.
     csra_lambda (float): Residual weight of the cross-modal pooling heads.
-    missing_images (str): What a mention or entity without an image gets: "mask"
-        (the default here, for pipelines saved before the option existed), "black",
-        "learned", "describe" or "calibrated" (see ``spacy_m3el.ml.missing_images``).
+    missing_images (str): What a mention or entity without an image gets: "describe"
+        (its own text embedding stands in for the image's), "mask", "black",
+        "learned" or "calibrated" (see ``spacy_m3el.ml.missing_images``).
     """
     from .ml.model import build_m3el_model
 
@@ -200,7 +201,45 @@ def build_m3el_v1(
     )
 
 
-# The encoder and the alignment are PyTorch pieces that M3EL.v1 assembles, not
+@registry.architectures("spacy_m3el.M3EL.v1")
+def build_m3el_v1(
+    encoder: Any,
+    alignment: Callable[[int], Any],
+    hidden_width: int = 96,
+    image_width: int = 96,
+    use_text_unit: bool = True,
+    use_image_unit: bool = True,
+    use_t2v_unit: bool = True,
+    use_v2t_unit: bool = True,
+    use_contrastive_loss: bool = True,
+    contrastive_temperature: float = 0.03,
+    contrastive_inter_weight: float = 1.0,
+    contrastive_intra_weight: float = 0.8,
+    contrastive_weight: float = 1.0,
+    csra_lambda: float = 1.0,
+) -> Model:
+    """``spacy_m3el.M3EL.v2`` as it was before ``missing_images``: image-less items are
+    masked (``"mask"``). Kept so pipelines saved with it load and score as before."""
+    return build_m3el_v2(
+        encoder,
+        alignment,
+        hidden_width,
+        image_width,
+        use_text_unit,
+        use_image_unit,
+        use_t2v_unit,
+        use_v2t_unit,
+        use_contrastive_loss,
+        contrastive_temperature,
+        contrastive_inter_weight,
+        contrastive_intra_weight,
+        contrastive_weight,
+        csra_lambda,
+        missing_images="mask",
+    )
+
+
+# The encoder and the alignment are PyTorch pieces that M3EL.v2 assembles, not
 # Thinc models, so they live in @misc. Configs written before 0.2 name them under
 # @architectures; those names still work there, with a deprecation warning.
 

@@ -43,6 +43,7 @@ EXPECTED_NAMES = {
     "spacy_factories": {"m3el_linker"},
     "spacy_architectures": {
         "spacy_m3el.M3EL.v1",
+        "spacy_m3el.M3EL.v2",
         "spacy_m3el.CLIPEncoder.v1",
         "spacy_m3el.AttentionAlignment.v1",
     },
@@ -56,7 +57,7 @@ EXPECTED_NAMES = {
         "spacy_m3el.AliasCandidatesBatch.v2",
     },
     "spacy_readers": {"spacy_m3el.MultimodalCorpus.v1"},
-    "spacy_scorers": {"spacy_m3el.linker_scorer.v1"},
+    "spacy_scorers": {"spacy_m3el.linker_scorer.v1", "spacy_m3el.full_kb_scorer.v1"},
 }
 
 
@@ -255,7 +256,7 @@ def test_m3el_linker_is_a_known_factory(tiny_clip):
     assert nlp.pipe_names == ["m3el_linker"]
     component_config = nlp.config["components"]["m3el_linker"]
     assert component_config["factory"] == "m3el_linker"
-    assert component_config["model"]["@architectures"] == "spacy_m3el.M3EL.v1"
+    assert component_config["model"]["@architectures"] == "spacy_m3el.M3EL.v2"
     assert component_config["model"]["encoder"]["@misc"] == "spacy_m3el.CLIPEncoder.v1"
     assert component_config["model"]["encoder"]["name"] == tiny_clip
     assert component_config["model"]["alignment"]["@misc"] == "spacy_m3el.AttentionAlignment.v1"
@@ -359,3 +360,23 @@ print(json.dumps({{
     assert result["candidates"] == [kb_id for kb_id, _ in expected._.m3el_candidates]
     assert {"Q1", "Q2"} <= set(result["candidates"])
     assert result["image_status"] == doc._.m3el_image_status
+
+
+def test_missing_images_default_and_configs_without_it(tiny_clip):
+    """New pipelines use the chosen policy; a config written before the option keeps
+    the old behaviour ("mask"), so saved pipelines load and score as they did."""
+    import spacy
+    from thinc.api import Config
+
+    from .util import linker_config
+
+    nlp = spacy.blank("en")
+    linker = nlp.add_pipe("m3el_linker", config=linker_config(tiny_clip))
+    assert linker.net.missing_images.policy == "describe"
+    config = Config().from_str(nlp.config.to_str())
+    model = config["components"]["m3el_linker"]["model"]
+    assert model["@architectures"] == "spacy_m3el.M3EL.v2"
+    model["@architectures"] = "spacy_m3el.M3EL.v1"  # as saved before the option existed
+    del model["missing_images"]
+    old = spacy.util.load_model_from_config(config, auto_fill=True)
+    assert old.get_pipe("m3el_linker").net.missing_images.policy == "mask"

@@ -307,7 +307,7 @@ def build_m3el_model(
     settings = (("hidden_width", hidden_width), ("image_width", image_width))
     for key, value in settings + (("contrastive_temperature", contrastive[0]),):
         if value <= 0:
-            raise ValueError(f"spacy_m3el.M3EL.v1: {key} must be positive, got {value}.")
+            raise ValueError(f"spacy_m3el.M3EL: {key} must be positive, got {value}.")
     net = M3ELNet(
         encoder,
         alignment,

@@ -43,7 +43,7 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
     """Link entity spans to a multimodal KB using the text and the doc's image.
 
     vocab (Vocab): The shared vocab.
-    model (M3ELModel): A model built by ``spacy_m3el.M3EL.v1``.
+    model (M3ELModel): A model built by ``spacy_m3el.M3EL.v2``.
     name (str): The component name.
     labels_discard (Iterable[str]): NER labels that are never linked (NIL).
     overwrite (bool): Whether to overwrite KB IDs that are already set.

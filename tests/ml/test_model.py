@@ -1,4 +1,4 @@
-"""The Thinc model from spacy_m3el.M3EL.v1: initialize, serialization, config checks, training."""
+"""The Thinc model from spacy_m3el.M3EL.v2: initialize, serialization, config checks, training."""
 
 import numpy
 import pytest

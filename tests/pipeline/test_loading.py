@@ -92,3 +92,25 @@ def test_cache_of_other_units_is_not_used(saved, tmp_path, caplog):
     assert not any(
         key.startswith("cross.v2t") for key in nlp.get_pipe("m3el_linker").entity_cache.stored
     )
+
+
+@pytest.mark.parametrize("policy", ["learned", "describe", "calibrated"])
+def test_learned_missing_image_parameters_round_trip(build_nlp, tmp_path, policy):
+    """A pipeline whose image-less items get learned features links the same after loading."""
+    import numpy
+
+    from ..util import make_examples, train
+
+    nlp = build_nlp(missing_images=policy)
+    train(nlp, make_examples(nlp), steps=3)
+    docs = [make_doc(nlp, "Q2", None), make_doc(nlp, "Q5", color_image(ENTITIES[4][3]))]
+    before = [ent._.m3el_candidates for doc in nlp.pipe(docs) for ent in doc.ents]
+    nlp.to_disk(tmp_path / "pipeline")
+    loaded = spacy.load(tmp_path / "pipeline")
+    net = loaded.get_pipe("m3el_linker").net
+    assert net.missing_images.policy == policy
+    docs = [make_doc(loaded, "Q2", None), make_doc(loaded, "Q5", color_image(ENTITIES[4][3]))]
+    after = [ent._.m3el_candidates for doc in loaded.pipe(docs) for ent in doc.ents]
+    for a, b in zip(before, after):
+        assert [k for k, _ in a] == [k for k, _ in b]
+        numpy.testing.assert_allclose([p for _, p in a], [p for _, p in b], atol=1e-6)
