@@ -11,6 +11,7 @@ import sys
 from typing import Dict, List, Optional, Tuple
 
 from ..experiments.cli import add_experiments_arguments, run_experiments_command
+from ..visualize.cli import add_visualize_arguments, run_visualize
 from .common import AddArguments, CommandError, Run
 from .data import (
     add_assets_arguments,
@@ -77,6 +78,11 @@ COMMANDS: Dict[str, Tuple[str, AddArguments, Run]] = {
         "Write a training config that validates once per epoch of the given training data.",
         add_configure_arguments,
         run_configure,
+    ),
+    "visualize": (
+        "Write an HTML page of the links (with images and candidates) on a .spacy file.",
+        add_visualize_arguments,
+        run_visualize,
     ),
     "experiments": (
         "Run the papers' experiments (ablations, low-resource, image-less policies) over seeds.",
