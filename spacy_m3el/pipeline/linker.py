@@ -63,6 +63,8 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
     n_mined_negatives (int): Entities of the whole KB nearest to a mention
         (other than its gold) that join the batch's negatives in training.
     mining_refresh (int): Re-encode the KB for mining after this many updates.
+    image_swap_negatives (bool): In training, add per gold entity a negative with its
+        text and a same-name sibling's (or another batch entity's) image.
     alias_evidence (bool): Combine the model's score with the alias table's
         evidence as fitted by ``fit_decision`` (False: rank by the model's score).
     get_candidates_batch (Callable): ``(kb, spans) -> candidates per span``.
@@ -97,6 +99,7 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
         max_candidates: Optional[int] = 16,
         n_hard_negatives: int = 3,
         n_mined_negatives: int = 0,
+        image_swap_negatives: bool = False,
         mining_refresh: int = 100,
         alias_evidence: bool = True,
         get_candidates_batch: Callable[[MultimodalKB, Iterable[Span]], Iterable[Iterable[Any]]],
@@ -150,6 +153,7 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
             component=name,
         )
         self.miner = NegativeMiner(self.index, n_mined_negatives, mining_refresh)
+        self.image_swap_negatives = image_swap_negatives
         self.skipped_missing_gold = 0
         install_image_extension(image_attr)
         install_span_extension()

@@ -109,6 +109,7 @@ def training_batch(
     max_context_tokens: int,
     choose_image: Callable[[int], int],
     mine: Optional[Callable[[Features], List[List[str]]]] = None,
+    image_swaps: bool = False,
 ) -> TrainingBatch:
     """The model's inputs for a batch of gold mentions.
 
@@ -123,8 +124,13 @@ def training_batch(
     choose_image (Callable[[int], int]): Picks which of an entity's n images to use.
     mine (Optional[Callable[[Features], List[List[str]]]]): The mined negatives' KB IDs
         per mention, from the featurized mentions.
+    image_swaps (bool): Add, per gold entity with an image, a negative with the gold's
+        name and description but another batch entity's image (its nearest alias
+        sibling's when it has one): the scores of the two differ only in the
+        image-dependent units, which must tell them apart.
     RETURNS (TrainingBatch): Featurized mentions and entities and the gold columns.
     """
+    alias_candidates = [list(candidates) for candidates in alias_candidates]
     texts = [mention_text(s, max_context_tokens) for s in spans]
     mention_features = model.featurize(texts, mention_images)
     mined = mine(mention_features) if mine is not None else [[] for _ in spans]
@@ -143,11 +149,42 @@ def training_batch(
         else None
         for r in records
     ]
+    texts = [entity_text(r) for r in records]
+    if image_swaps and model.needs_images:
+        swapped = swap_images(gold_ids, entity_images, column, alias_candidates)
+        texts += [texts[i] for i, _ in swapped]
+        entity_images += [image for _, image in swapped]
     return TrainingBatch(
         mention_features=mention_features,
-        entity_features=model.featurize([entity_text(r) for r in records], entity_images),
+        entity_features=model.featurize(texts, entity_images),
         labels=numpy.array([column[g] for g in gold_ids], dtype="int64"),
     )
+
+
+def swap_images(
+    gold_ids: List[str],
+    entity_images: List[Optional[object]],
+    column: Dict[str, int],
+    alias_candidates: Iterable[Iterable[Any]],
+) -> List[Tuple[int, object]]:
+    """Per gold entity with an image: (its column, an image of another batch entity).
+
+    The other image is that of the gold's first alias sibling in the batch with an
+    image (a same-name entity), else of the next batch entity with an image.
+    """
+    with_image = [i for i, image in enumerate(entity_images) if image is not None]
+    swapped: Dict[int, object] = {}
+    for gold, candidates in zip(gold_ids, alias_candidates):
+        own = column[gold]
+        if own in swapped or entity_images[own] is None or len(with_image) < 2:
+            continue
+        siblings = [column.get(c.entity_) for c in candidates if c.entity_ != gold]
+        options = [i for i in siblings if i is not None and entity_images[i] is not None]
+        if not options:
+            later = [i for i in with_image if i > own] + [i for i in with_image if i < own]
+            options = later[:1]
+        swapped[own] = entity_images[options[0]]
+    return list(swapped.items())
 
 
 def component_training_batch(component: Any, examples: List[Example]) -> Optional[TrainingBatch]:
@@ -183,6 +220,7 @@ def component_training_batch(component: Any, examples: List[Example]) -> Optiona
         max_context_tokens=component.max_context_tokens,
         choose_image=random_image_choice,
         mine=mine if miner.enabled else None,
+        image_swaps=component.image_swap_negatives,
     )
 
 
