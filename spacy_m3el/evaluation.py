@@ -134,21 +134,26 @@ def rank_all_entities(
     return result
 
 
-def image_breakdown(kb, gold_ids: List[str], top: List[str]) -> Dict[str, object]:
+def image_breakdown(
+    kb, gold_ids: List[str], top: List[str], ranks: Optional[List[int]] = None
+) -> Dict[str, object]:
     """Hits@1 split by whether the gold entity has an image, and who the wrong answers are.
+
+    ranks (Optional[List[int]]): The gold's ranks (ties against the model), which decide
+        the hits as in the overall Hits@1; without them a hit is ``top == gold``.
 
     RETURNS (Dict[str, object]): ``hits@1_gold_with_image`` / ``hits@1_gold_without_image``
         (None when no such mention), their mention counts, the share of KB entities
         without an image and the share of wrong top-1 answers without an image.
     """
     has_image = {record.kb_id: bool(record.images) for record in kb.records()}
+    hit = [r == 1 for r in ranks] if ranks is not None else [g == t for g, t in zip(gold_ids, top)]
     result: Dict[str, object] = {}
     for label, wanted in (("with_image", True), ("without_image", False)):
-        pairs = [(g, t) for g, t in zip(gold_ids, top) if has_image.get(g) == wanted]
-        hits = sum(g == t for g, t in pairs)
-        result[f"hits@1_gold_{label}"] = hits / len(pairs) if pairs else None
-        result[f"n_gold_{label}"] = len(pairs)
-    wrong = [t for g, t in zip(gold_ids, top) if g != t]
+        chosen = [h for g, h in zip(gold_ids, hit) if has_image.get(g) == wanted]
+        result[f"hits@1_gold_{label}"] = sum(chosen) / len(chosen) if chosen else None
+        result[f"n_gold_{label}"] = len(chosen)
+    wrong = [t for g, t, h in zip(gold_ids, top, hit) if not h and t != g]
     result["kb_share_without_image"] = (
         sum(not v for v in has_image.values()) / len(has_image) if has_image else 0.0
     )
@@ -196,7 +201,7 @@ def evaluate_pipeline(
     metrics["n_entities"] = len(linker.kb)
     metrics["skipped"] = dict(skipped)
     metrics["images"] = dict(ranking.statuses)
-    metrics["by_gold_image"] = image_breakdown(linker.kb, gold_ids, ranking.top)
+    metrics["by_gold_image"] = image_breakdown(linker.kb, gold_ids, ranking.top, ranking.ranks)
     metrics["decision"] = dict(ranking_metrics(ranking.decided, hits=PAPER_HITS))
     metrics["decision"]["weights"] = linker.decision.to_dict() if linker.alias_evidence else None
     return metrics

@@ -21,8 +21,9 @@ class MultimodalCorpus:
     image_attr (str): The image extension name.
     limit (int): Maximum number of examples (0 for all).
     gold_preproc, max_length, augmenter, shuffle: As for ``spacy.Corpus``.
-    fraction (float): Keep this share of the documents (low-resource training; the
-        MIMIC datasets have one mention per document), chosen once by ``subset_seed``
+    fraction (float): Keep this share of the examples the corpus yields (documents, or
+        sentences with ``gold_preproc``; the MIMIC datasets have one mention per
+        document), for low-resource training, chosen once by ``subset_seed``
         so every run and every epoch sees the same subset.
     subset_seed (int): Seed of the subset (independent of the training seed).
     """

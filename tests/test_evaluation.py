@@ -186,3 +186,15 @@ def test_full_kb_scorer_ranks_dev_mentions_against_a_hand_made_score_matrix(buil
     calls.clear()
     result = only(examples, component=linker)
     assert "nel_mrr" not in result and result["nel_kb_hits@1"] == pytest.approx(1 / 3)
+
+
+def test_image_breakdown_counts_ties_against_the_model_like_hits_at_1():
+    from types import SimpleNamespace
+
+    from spacy_m3el.evaluation import image_breakdown
+
+    records = [SimpleNamespace(kb_id="A", images=[]), SimpleNamespace(kb_id="B", images=[])]
+    kb = SimpleNamespace(records=lambda: iter(records))
+    # argmax picked the gold A, but B tied with it: rank 2, no hit, as in the overall Hits@1.
+    split = image_breakdown(kb, ["A", "B"], ["A", "B"], ranks=[2, 1])
+    assert split["hits@1_gold_without_image"] == pytest.approx(0.5)

@@ -61,14 +61,47 @@ class ExperimentData:
 
 
 def run_key(data: ExperimentData, variant: Variant, seed: int) -> str:
-    """A short hash of everything that decides a run's result."""
+    """A short hash of everything that decides a run's result: the config, the data's
+    contents (regenerated data at the same paths is new data), the overrides and the seed."""
     settings = {
         "config": Path(data.config).read_text(encoding="utf8"),
         "data": {k: str(v) for k, v in data.overrides(seed).items()},
+        "test": str(data.test),
+        "contents": data_digest([data.train, data.dev, data.test, data.kb]),
         "variant": variant.overrides,
     }
     text = json.dumps(settings, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf8")).hexdigest()[:12]
+
+
+def data_digest(paths) -> str:
+    """A hash of the bytes of these files (folders: every file below them, by name)."""
+    digest = hashlib.sha256()
+    for path in map(Path, paths):
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+            with open(file, "rb") as stream:
+                for block in iter(lambda: stream.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
+def schedule_overrides(data: ExperimentData, variant: Variant) -> Dict[str, Any]:
+    """A low-resource row validates per epoch of its own subset: an epoch-based config's
+    ``eval_frequency`` and ``patience`` scaled by the training fraction (full-length runs)."""
+    fraction = variant.overrides.get("corpora.train.fraction")
+    if data.max_steps or not fraction or fraction >= 1:
+        return {}
+    from thinc.api import Config
+
+    training = Config().from_disk(data.config, interpolate=False)["training"]
+    if not training.get("max_epochs"):
+        return {}  # trains by steps: its length does not depend on the data
+    return {
+        "training.eval_frequency": max(1, round(training["eval_frequency"] * fraction)),
+        "training.patience": round(training["patience"] * fraction),
+    }
 
 
 def run_variant(
@@ -106,7 +139,7 @@ def train_pipeline(
 
     from spacy.cli.train import train
 
-    overrides = {**data.overrides(seed), **variant.overrides}
+    overrides = {**data.overrides(seed), **variant.overrides, **schedule_overrides(data, variant)}
     output.mkdir(parents=True, exist_ok=True)
     with open(log or output / "train.log", "a", encoding="utf8") as stream:
         with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):

@@ -174,9 +174,11 @@ class M3ELModel(Model):
         )
 
     def fingerprint(self) -> str:
-        """A hash of the weights and the enabled units (what entity features depend on)."""
+        """A hash of the weights, the enabled units and the image-less policy (what entity
+        features depend on)."""
         net = self.net
         digest = hashlib.sha256(repr(net.units).encode("utf8"))
+        digest.update(f"missing_images={net.missing_images.policy}".encode("utf8"))
         for name, tensor in sorted(net.state_dict().items()):
             digest.update(name.encode("utf8"))
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())

@@ -95,7 +95,8 @@ def _link(nlp, linker, examples, gold_spans: bool) -> Tuple[List, List]:
         copy_image(eg.reference, doc, linker.image_attr)
         if gold_spans:
             doc.ents = [
-                doc.char_span(e.start_char, e.end_char, label=e.label_) for e in eg.reference.ents
+                doc.char_span(e.start_char, e.end_char, label=e.label_, alignment_mode="expand")
+                for e in eg.reference.ents
             ]
         references.append(eg.reference)
         inputs.append(doc)

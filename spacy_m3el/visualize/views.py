@@ -59,7 +59,13 @@ def doc_views(
 ) -> List[DocView]:
     """Views of linked docs; ``gold_docs`` (same texts) give the gold KB ID of each span."""
     views = []
+    docs = list(docs)
     golds = list(gold_docs) if gold_docs is not None else None
+    if golds is not None and [d.text for d in golds] != [d.text for d in docs]:
+        raise ValueError(
+            f"gold_docs must be the same texts as docs, in the same order ({len(golds)} gold "
+            f"docs for {len(docs)} docs)."
+        )
     for i, doc in enumerate(docs):
         gold = _gold_by_offsets(golds[i]) if golds is not None else {}
         image = get_image(doc, image_attr)

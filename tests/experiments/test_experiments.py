@@ -93,3 +93,48 @@ def test_workflow_on_a_tiny_demo_writes_json_table_and_figure(tmp_path):
     assert main(command) == 0
     assert sorted(p.name for p in (tmp_path / "work").iterdir()) == folders
     assert srsly.read_json(stem.with_suffix(".json"))["runs"] == report["runs"]
+
+
+def test_run_key_follows_the_data_and_low_resource_rows_validate_per_own_epoch(tmp_path):
+    from thinc.api import Config
+
+    from spacy_m3el.experiments.runner import ExperimentData, run_key, schedule_overrides
+
+    for name in ("train.spacy", "dev.spacy", "test.spacy"):
+        (tmp_path / name).write_bytes(b"data " + name.encode())
+    (tmp_path / "kb").mkdir()
+    (tmp_path / "kb" / "contents").write_bytes(b"kb")
+    config = Config().from_disk(ROOT / "configs" / "m3el.cfg", interpolate=False)
+    config["training"]["eval_frequency"] = 100
+    config["training"]["patience"] = 300
+    config.to_disk(tmp_path / "m3el.cfg")
+    data = ExperimentData(
+        tmp_path / "m3el.cfg",
+        tmp_path / "train.spacy",
+        tmp_path / "dev.spacy",
+        tmp_path / "test.spacy",
+        tmp_path / "kb",
+        "clip",
+    )
+    full, tenth = low_resource((0.1,))[::-1]
+    key = run_key(data, full, 0)
+    assert run_key(data, full, 0) == key and run_key(data, full, 1) != key
+    (tmp_path / "test.spacy").write_bytes(b"regenerated test data")
+    assert run_key(data, full, 0) != key  # new data at the same path is a new run
+    assert schedule_overrides(data, tenth) == {
+        "training.eval_frequency": 10,
+        "training.patience": 30,
+    }
+    assert schedule_overrides(data, full) == {}
+    steps = ExperimentData(
+        *[getattr(data, f) for f in ("config", "train", "dev", "test", "kb")],
+        encoder="clip",
+        max_steps=50,
+    )
+    assert schedule_overrides(steps, tenth) == {}
+    demo = ExperimentData(
+        ROOT / "configs" / "demo.cfg",
+        *[getattr(data, f) for f in ("train", "dev", "test", "kb")],
+        encoder="clip",
+    )
+    assert schedule_overrides(demo, tenth) == {}  # demo.cfg trains by steps

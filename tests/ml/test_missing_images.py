@@ -156,3 +156,10 @@ def test_text_only_network_ignores_the_policy(encoder):
     with torch.no_grad():
         side = net.encode("entity", features(net.encoder, TEXTS[:2], (True, False)))
     assert side["has_image"].tolist() == [True, False]
+
+
+def test_the_policy_is_part_of_the_entity_cache_fingerprint(encoder):
+    from spacy_m3el.ml.model import M3ELModel
+
+    mask, black = make_net(encoder, "mask"), make_net(encoder, "black")
+    assert M3ELModel(mask).fingerprint() != M3ELModel(black).fingerprint()

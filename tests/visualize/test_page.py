@@ -91,3 +91,11 @@ def test_serve_answers_with_the_rendered_page(kb_and_docs):
         except OSError:
             time.sleep(0.1)
     assert page == render(docs, kb)
+
+
+def test_gold_docs_must_match_the_docs(kb_and_docs):
+    import pytest
+
+    kb, docs, gold_docs = kb_and_docs
+    with pytest.raises(ValueError, match="same texts as docs"):
+        render_report(docs, gold_docs[:2], kb)
