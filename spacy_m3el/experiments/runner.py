@@ -7,6 +7,7 @@ with the same settings (the full model in the ablations and at 100% of the
 training data) are trained once.
 """
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -81,9 +82,19 @@ def data_digest(paths) -> str:
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         for file in files:
             digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
-            with open(file, "rb") as stream:
-                for block in iter(lambda: stream.read(1 << 20), b""):
-                    digest.update(block)
+            stat = file.stat()
+            digest.update(_file_digest(str(file), stat.st_size, stat.st_mtime_ns).encode())
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=256)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    """A file's hash, read once per version (size and mtime): every run of an
+    experiment keys on the same data files."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
     return digest.hexdigest()
 
 

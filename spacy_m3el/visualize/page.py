@@ -62,7 +62,8 @@ def render_report(
     """
     views = doc_views(docs, gold_docs, image_attr)
     stats = summary(views, kb)
-    errors = worst_errors(views)[:max_errors]
+    all_errors = worst_errors(views)
+    errors = all_errors[:max_errors]
     shown_ids = {view.index for view, _ in errors} | {view.index for view in views[:max_docs]}
     shown = [view for view in views if view.index in shown_ids]
     thumbs = Thumbnails(budget=image_budget)
@@ -71,7 +72,7 @@ def render_report(
         _histogram_section(stats),
         _status_section(stats),
         _confused_section(stats, kb),
-        _errors_section(errors, kb, len(worst_errors(views))),
+        _errors_section(errors, kb, len(all_errors)),
         f"<h2>Documents ({len(shown)} of {len(views)})</h2>",
         "".join(_doc_section(view, kb, top_k, thumbs) for view in shown),
         _omitted_note(thumbs),
@@ -173,17 +174,17 @@ def _doc_section(view: DocView, kb, top_k: int, thumbs: Thumbnails) -> str:
 
 def _candidates_table(span: SpanView, kb, top_k: int, thumbs: Thumbnails) -> str:
     rows = []
-    shown = span.candidates[:top_k]
-    if span.has_gold and span.gold not in [k for k, _ in shown]:
-        shown = shown + [(span.gold, float("nan"))]
-    for rank, (kb_id, probability) in enumerate(shown, start=1):
+    shown: List = list(enumerate(span.candidates[:top_k], start=1))
+    if span.has_gold and span.gold not in [k for _, (k, _) in shown]:
+        shown.append((None, (span.gold, None)))  # the gold, not among the candidates
+    for rank, (kb_id, probability) in shown:
         name, description, image = _entity(kb, kb_id, thumbs)
         gold = " gold" if span.has_gold and kb_id == span.gold else ""
         chosen = " chosen" if kb_id == span.kb_id else ""
-        width = 0.0 if probability != probability else max(0.0, min(1.0, probability)) * 100
-        score = "not a candidate" if probability != probability else f"{probability:.3f}"
+        width = 0.0 if probability is None else max(0.0, min(1.0, probability)) * 100
+        score = "not a candidate" if probability is None else f"{probability:.3f}"
         rows.append(
-            f"<tr class='cand{gold}{chosen}'><td>{rank if score != 'not a candidate' else '-'}"
+            f"<tr class='cand{gold}{chosen}'><td>{'-' if rank is None else rank}"
             f"</td><td>{image}</td><td><b>{_e(name)}</b> <code>{_e(kb_id)}</code>"
             f"{' <span class=goldtag>gold</span>' if gold else ''}"
             f"<div class='desc'>{_e(description)}</div></td>"
