@@ -169,6 +169,8 @@ def build_m3el_v2(
     contrastive_weight: float = 1.0,
     csra_lambda: float = 1.0,
     missing_images: str = "describe",
+    use_fusion_unit: bool = False,
+    use_late_interaction: bool = True,
 ) -> Model:
     """The M3EL network (encoder + matching units) as a Thinc model (``M3ELModel``).
 
@@ -184,6 +186,11 @@ def build_m3el_v2(
     missing_images (str): What a mention or entity without an image gets: "describe"
         (its own text embedding stands in for the image's), "mask", "black",
         "learned" or "calibrated" (see ``spacy_m3el.ml.missing_images``).
+    use_fusion_unit (bool): Add OT-MEL's multimodal fusion unit (text and image of
+        each item aligned onto each other, soft-pooled, scored by dot product).
+    use_late_interaction (bool): Keep the token-level (global-to-local) terms of
+        the text and image units; false leaves their global vectors only (with
+        the other units off: the CLIP dual-encoder baseline).
     """
     from .ml.model import build_m3el_model
 
@@ -192,7 +199,15 @@ def build_m3el_v2(
         alignment,
         hidden_width=hidden_width,
         image_width=image_width,
-        units=(use_text_unit, use_image_unit, use_t2v_unit, use_v2t_unit, use_contrastive_loss),
+        units=(
+            use_text_unit,
+            use_image_unit,
+            use_t2v_unit,
+            use_v2t_unit,
+            use_contrastive_loss,
+            use_fusion_unit,
+            use_late_interaction,
+        ),
         contrastive=(
             contrastive_temperature,
             contrastive_inter_weight,
@@ -277,6 +292,45 @@ def build_attention_alignment_v1(scale: bool = True) -> Callable[[int], Any]:
     from .ml.layers import attention_alignment
 
     return attention_alignment(scale)
+
+
+@registry.misc("spacy_m3el.OTAlignment.v1")
+def build_ot_alignment_v1(
+    epsilon: float = 0.05,
+    iterations: int = 3,
+    tolerance: Optional[float] = None,
+    cost: str = "cosine",
+    detach_plan: bool = False,
+    distillation_weight: float = 0.0,
+    distillation_temperature: float = 1.0,
+    predict_with: str = "teacher",
+) -> Callable[[int], Any]:
+    """Token alignment by an entropic optimal-transport plan (OT-MEL), log-domain Sinkhorn.
+
+    epsilon (float): Entropic regularisation.
+    iterations (int): Sinkhorn iterations; tolerance (Optional[float]) stops earlier.
+    cost (str): "cosine" (the reference's (1 - cos) / 2) or "dot".
+    detach_plan (bool): No gradient through the plan.
+    distillation_weight (float): Weight of the KL loss that trains a student
+        attention on the plan (0: no student).
+    distillation_temperature (float): Temperature of that loss.
+    predict_with (str): "teacher" (Sinkhorn) or "student" (attention, no Sinkhorn)
+        outside training.
+    """
+    from .ml.transport import OTSettings, ot_alignment
+
+    return ot_alignment(
+        OTSettings(
+            epsilon=epsilon,
+            iterations=iterations,
+            tolerance=tolerance,
+            cost=cost,
+            detach_plan=detach_plan,
+            distillation_weight=distillation_weight,
+            distillation_temperature=distillation_temperature,
+            predict_with=predict_with,
+        )
+    )
 
 
 @registry.architectures("spacy_m3el.CLIPEncoder.v1")

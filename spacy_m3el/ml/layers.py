@@ -38,7 +38,10 @@ class AttentionAlignment(nn.Module):
         key: torch.Tensor,
         value: torch.Tensor,
         key_mask: Optional[torch.Tensor] = None,
+        query_mask: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
+        """Values gathered per query; leading dims broadcast. query_mask is unused here
+        (a padded query's output is ignored downstream) but part of the alignment call."""
         logits = torch.matmul(query, key.transpose(-1, -2)) * self.scale
         if key_mask is None:
             return torch.matmul(logits.softmax(dim=-1), value)
@@ -63,16 +66,22 @@ class IntraModalUnit(nn.Module):
     entity's tokens attend over the mention's tokens, pools the attended
     context over the entity's real tokens and compares it with the entity's
     projected global vector. The unit score is
-    ``GLOBAL_WEIGHT * G2G + (1 - GLOBAL_WEIGHT) * G2L`` (an equal mix); G2G is
+    ``global_weight * G2G + (1 - global_weight) * G2L`` (an equal mix); G2G is
     its bi-encoder term (``"g"`` on both sides), which retrieval searches.
+    With ``late_interaction=False`` the unit is G2G alone (a dual encoder).
     """
 
-    GLOBAL_WEIGHT = 0.5
-
     def __init__(
-        self, global_width: int, token_width: int, hidden_width: int, alignment: AlignmentFactory
+        self,
+        global_width: int,
+        token_width: int,
+        hidden_width: int,
+        alignment: AlignmentFactory,
+        late_interaction: bool = True,
     ):
         super().__init__()
+        self.late_interaction = late_interaction
+        self.global_weight = 0.5 if late_interaction else 1.0
         self.query = nn.Linear(token_width, hidden_width)
         self.key = nn.Linear(token_width, hidden_width)
         self.value = nn.Linear(token_width, hidden_width)
@@ -89,22 +98,27 @@ class IntraModalUnit(nn.Module):
     def score(self, m: dict, e: dict, entity_index: torch.Tensor) -> torch.Tensor:
         """Scores [n, C] of each mention i against the entities entity_index[i] ([n, C])."""
         bi_encoder, late = self.score_parts(m, e, entity_index)
-        return bi_encoder + late
+        return bi_encoder if late is None else bi_encoder + late
 
     def score_parts(
         self, m: dict, e: dict, entity_index: torch.Tensor
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """The weighted G2G (bi-encoder) and G2L (late interaction) terms, each [n, C]."""
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """The weighted G2G (bi-encoder) and G2L (late interaction, or None) terms, each [n, C]."""
         n, c = entity_index.shape
         g2g = torch.einsum("nh,nch->nc", m["g"], e["g"][entity_index])
-        # All of a mention's candidates attend over its tokens in one call: [n, C*L, h].
-        queries = e["q"][entity_index].flatten(1, 2)
-        attended = self.align(queries, m["k"], m["v"], m["mask"]).view(n * c, -1, queries.shape[-1])
+        if not self.late_interaction:
+            return g2g, None
+        # All of a mention's candidates align with its tokens in one call:
+        # queries [n, C, L, h] against keys [n, 1, K, h].
+        queries, query_mask = e["q"][entity_index], e["mask"][entity_index]
+        attended = self.align(
+            queries, m["k"].unsqueeze(1), m["v"].unsqueeze(1), m["mask"].unsqueeze(1), query_mask
+        )
         context = self.context_norm(
-            masked_mean(attended, e["mask"][entity_index].flatten(0, 1))
+            masked_mean(attended.flatten(0, 1), query_mask.flatten(0, 1))
         ).view(n, c, -1)
         g2l = (e["c"][entity_index] * context).sum(-1)
-        return self.GLOBAL_WEIGHT * g2g, (1 - self.GLOBAL_WEIGHT) * g2l
+        return self.global_weight * g2g, (1 - self.global_weight) * g2l
 
 
 class MultiHeadPooling(nn.Module):
@@ -170,9 +184,13 @@ class CrossModalUnit(nn.Module):
         self.norm = nn.LayerNorm(hidden_width)
 
     def _match(
-        self, p: torch.Tensor, q: torch.Tensor, q_mask: Optional[torch.Tensor]
+        self,
+        p: torch.Tensor,
+        q: torch.Tensor,
+        q_mask: Optional[torch.Tensor],
+        p_mask: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        attended = self.align(p, self.match_proj(q), q, q_mask)
+        attended = self.align(p, self.match_proj(q), q, q_mask, p_mask)
         return torch.relu(self.match_proj(attended))
 
     def _direction(
@@ -185,7 +203,7 @@ class CrossModalUnit(nn.Module):
     ) -> torch.Tensor:
         """g attends over the other modality's tokens, which attend over this modality's tokens."""
         g_prime = self._match(g.unsqueeze(1), other, other_mask)
-        other_prime = self._match(other, own, own_mask)
+        other_prime = self._match(other, own, own_mask, other_mask)
         sequence = torch.cat([g_prime, other_prime], dim=1)
         if other_mask is None:
             other_mask = torch.ones_like(other[..., 0], dtype=torch.bool)

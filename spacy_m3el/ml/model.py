@@ -179,6 +179,9 @@ class M3ELModel(Model):
         net = self.net
         digest = hashlib.sha256(repr(net.units).encode("utf8"))
         digest.update(f"missing_images={net.missing_images.policy}".encode("utf8"))
+        for name, module in net.named_modules():
+            if hasattr(module, "cache_key"):  # e.g. OT settings, a teacher or a student
+                digest.update(f"{name}={module.cache_key()}".encode("utf8"))
         for name, tensor in sorted(net.state_dict().items()):
             digest.update(name.encode("utf8"))
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
@@ -293,14 +296,15 @@ def build_m3el_model(
     *,
     hidden_width: int,
     image_width: int,
-    units: Tuple[bool, bool, bool, bool, bool],
+    units: Tuple[bool, ...],
     contrastive: Tuple[float, float, float, float],
     csra_lambda: float,
     missing_images: str = "mask",
 ) -> M3ELModel:
     """Build the network from config values and wrap it; ``initialize`` loads the encoder.
 
-    units (Tuple[bool, ...]): The text, image, t2v and v2t units and the contrastive loss.
+    units (Tuple[bool, ...]): The text, image, t2v and v2t units, the contrastive loss,
+        and optionally the fusion unit and late interaction (``UnitSwitches`` order).
     contrastive (Tuple[float, ...]): Temperature, inter- and inner-source weights, weight.
     missing_images (str): The policy for image-less items (``ml.missing_images``).
     """

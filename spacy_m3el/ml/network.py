@@ -23,26 +23,34 @@ from torch import nn
 
 from .bi_encoder import HAS_IMAGE, RetrievalPart, RetrievalSpec
 from .encoder import CLIPEncoder, EncoderOutput
+from .fusion import FusionUnit
 from .layers import AlignmentFactory, CrossModalUnit, IntraModalUnit
 from .losses import intra_modal_contrastive, masked_cross_entropy
 from .missing_images import MissingImageFill, UnitCombination
+from .transport import auxiliary_losses
 
 Side = Dict[str, torch.Tensor]
-UNITS = ("text", "image", "t2v", "v2t")
+UNITS = ("text", "image", "t2v", "v2t", "fusion")
 # The side key of the text vector kept for retrieval when the text unit is off.
 RETRIEVAL_TEXT = "retrieval.text"
-IMAGE_UNITS = ("image", "t2v", "v2t")
+IMAGE_UNITS = ("image", "t2v", "v2t", "fusion")
 
 
 @dataclass(frozen=True)
 class UnitSwitches:
-    """Which matching units and losses are on (for ablations)."""
+    """Which matching units and losses are on (for ablations).
+
+    fusion is OT-MEL's multimodal fusion unit; late_interaction=False keeps only
+    the global-to-global terms of the text and image units (a dual encoder).
+    """
 
     text: bool = True
     image: bool = True
     t2v: bool = True
     v2t: bool = True
     contrastive: bool = True
+    fusion: bool = False
+    late_interaction: bool = True
 
     @property
     def enabled(self) -> Tuple[str, ...]:
@@ -88,7 +96,7 @@ class M3ELNet(nn.Module):
     ):
         super().__init__()
         if not units.enabled:
-            raise ValueError("At least one matching unit (text, image, t2v, v2t) must be enabled.")
+            raise ValueError(f"At least one matching unit ({', '.join(UNITS)}) must be enabled.")
         self.encoder = encoder
         self.units = units
         self.contrastive = contrastive
@@ -99,15 +107,19 @@ class M3ELNet(nn.Module):
         self.norm_text_tokens = nn.LayerNorm(text_tokens)
         self.norm_image_global = nn.LayerNorm(image_width)
         self.norm_image_tokens = nn.LayerNorm(image_width)
+        late = units.late_interaction
         self.text_unit = (
-            IntraModalUnit(text_global, text_tokens, hidden_width, alignment)
+            IntraModalUnit(text_global, text_tokens, hidden_width, alignment, late)
             if units.text
             else None
         )
         self.image_unit = (
-            IntraModalUnit(image_width, image_width, hidden_width, alignment)
+            IntraModalUnit(image_width, image_width, hidden_width, alignment, late)
             if units.image
             else None
+        )
+        self.fusion_unit = (
+            FusionUnit(text_tokens, image_width, hidden_width, alignment) if units.fusion else None
         )
         self.cross_unit = (
             CrossModalUnit(
@@ -140,12 +152,14 @@ class M3ELNet(nn.Module):
         if self.text_unit is None:
             parts.append(RetrievalPart(RETRIEVAL_TEXT, 1.0, in_score=False))
         else:
-            parts.append(RetrievalPart("text.g", self.text_unit.GLOBAL_WEIGHT))
+            parts.append(RetrievalPart("text.g", self.text_unit.global_weight))
         if self.image_unit is not None:
-            parts.append(RetrievalPart("image.g", self.image_unit.GLOBAL_WEIGHT, needs_image=True))
+            parts.append(RetrievalPart("image.g", self.image_unit.global_weight, needs_image=True))
         for unit in ("t2v", "v2t"):
             if getattr(self.units, unit):
                 parts.append(RetrievalPart(f"cross.{unit}", 1.0, needs_image=True))
+        if self.fusion_unit is not None:
+            parts.append(RetrievalPart("fusion.f", FusionUnit.SCORE_WEIGHT, needs_image=True))
         return RetrievalSpec(tuple(parts))
 
     # Sides -----------------------------------------------------------------
@@ -183,6 +197,8 @@ class M3ELNet(nn.Module):
                 text_g, text_t, out.text_mask, image_g, image_t, self.units.t2v, self.units.v2t
             )
             side.update({f"cross.{key}": value for key, value in contexts.items()})
+        if self.fusion_unit is not None:
+            side["fusion.f"] = self.fusion_unit.side(text_t, out.text_mask, image_t)
         return side
 
     # Scores ----------------------------------------------------------------
@@ -233,8 +249,11 @@ class M3ELNet(nn.Module):
         if unit in ("text", "image"):
             module = self.text_unit if unit == "text" else self.image_unit
             return module.score_parts(_sub(mentions, unit), _sub(entities, unit), entity_index)
-        key = f"cross.{unit}"
-        return torch.einsum("nh,nch->nc", mentions[key], entities[key][entity_index]), None
+        key, weight = (
+            ("fusion.f", FusionUnit.SCORE_WEIGHT) if unit == "fusion" else (f"cross.{unit}", 1.0)
+        )
+        dot = torch.einsum("nh,nch->nc", mentions[key], entities[key][entity_index])
+        return weight * dot, None
 
     def score_matrix(self, mentions: Side, entities: Side) -> Dict[str, torch.Tensor]:
         """All-pairs scores, each of shape [B, N]."""
@@ -256,6 +275,7 @@ class M3ELNet(nn.Module):
             other columns (other gold entities and hard negatives) are negatives.
         RETURNS (Dict[str, Tensor]): ``"loss"`` and detached parts for logging.
         """
+        auxiliary_losses(self)  # drop anything left from a forward pass outside loss()
         m_out = self.encoder(**mention_features)
         e_out = self.encoder(**entity_features)
         scores = self.score_matrix(self.side(m_out, "mention"), self.side(e_out, "entity"))
@@ -264,6 +284,7 @@ class M3ELNet(nn.Module):
             parts[unit] = masked_cross_entropy(scores[unit], labels, scores[f"{unit}.ok"])
         if self.units.contrastive:
             parts["contrastive"] = self._contrastive(m_out, e_out, labels)
+        parts["distillation"], _ = auxiliary_losses(self)
         used = {key: value for key, value in parts.items() if value is not None}
         total = sum(
             value * (self.contrastive.weight if key == "contrastive" else 1.0)

@@ -8,11 +8,8 @@ import torch
 from PIL import Image
 from torch.nn import functional as F
 
-from spacy_m3el.ml.encoder import CLIPEncoder
 from spacy_m3el.ml.layers import AttentionAlignment
 from spacy_m3el.ml.network import M3ELNet, UnitSwitches
-
-from ..util import TINY as WIDTHS
 
 TEXTS = [
     "player [SEP] scored points last night",
@@ -23,18 +20,11 @@ TEXTS = [
 COLORS = [(220, 30, 30), (30, 30, 220), (30, 200, 30), (220, 200, 30)]
 
 
-@pytest.fixture(scope="module")
-def loaded_encoder(clip_path):
-    encoder = CLIPEncoder(clip_path, **WIDTHS)
-    encoder.load_pretrained()
-    return encoder
-
-
-def make_net(encoder, seed=0, **switches):
+def make_net(encoder, seed=0, alignment=AttentionAlignment, **switches):
     torch.manual_seed(seed)
     return M3ELNet(
         copy.deepcopy(encoder),
-        AttentionAlignment,
+        alignment,
         hidden_width=16,
         image_width=16,
         units=UnitSwitches(**switches),
