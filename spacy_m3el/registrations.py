@@ -303,6 +303,7 @@ def build_ot_alignment_v1(
     detach_plan: bool = False,
     distillation_weight: float = 0.0,
     distillation_temperature: float = 1.0,
+    distillation_sample: int = 512,
     predict_with: str = "teacher",
 ) -> Callable[[int], Any]:
     """Token alignment by an entropic optimal-transport plan (OT-MEL), log-domain Sinkhorn.
@@ -314,6 +315,7 @@ def build_ot_alignment_v1(
     distillation_weight (float): Weight of the KL loss that trains a student
         attention on the plan (0: no student).
     distillation_temperature (float): Temperature of that loss.
+    distillation_sample (int): Query-key set pairs per call the loss uses (0: all).
     predict_with (str): "teacher" (Sinkhorn) or "student" (attention, no Sinkhorn)
         outside training.
     """
@@ -328,6 +330,7 @@ def build_ot_alignment_v1(
             detach_plan=detach_plan,
             distillation_weight=distillation_weight,
             distillation_temperature=distillation_temperature,
+            distillation_sample=distillation_sample,
             predict_with=predict_with,
         )
     )

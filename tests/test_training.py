@@ -40,7 +40,7 @@ def small_corpus(tmp_path_factory, tiny_clip):
     return root
 
 
-@pytest.mark.parametrize("config", ["demo.cfg", "m3el.cfg"])
+@pytest.mark.parametrize("config", sorted(p.name for p in (ROOT / "configs").glob("*.cfg")))
 def test_configs_are_valid(config):
     run(["-m", "spacy", "debug", "config", str(ROOT / "configs" / config)], cwd=ROOT)
 

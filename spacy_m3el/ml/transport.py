@@ -92,6 +92,9 @@ class OTSettings:
     distillation_weight (float): Weight of the KL loss that trains the student
         attention on the plan; 0 trains no student.
     distillation_temperature (float): Temperature of both distributions in that loss.
+    distillation_sample (int): Query-key set pairs per call the loss is computed
+        on, drawn at random (torch's seeded generator); 0 uses all of them. The
+        mention-entity slots hold one pair per (mention, entity) of the batch.
     predict_with (str): What aligns outside training: "teacher" (Sinkhorn) or
         "student" (one softmax, no Sinkhorn; needs a trained student).
     """
@@ -103,6 +106,7 @@ class OTSettings:
     detach_plan: bool = False
     distillation_weight: float = 0.0
     distillation_temperature: float = 1.0
+    distillation_sample: int = 512
     predict_with: str = "teacher"
 
     def __post_init__(self) -> None:
@@ -121,6 +125,10 @@ class OTSettings:
             (
                 self.distillation_temperature > 0,
                 f"distillation_temperature must be positive, got {self.distillation_temperature}",
+            ),
+            (
+                self.distillation_sample >= 0,
+                f"distillation_sample must be >= 0, got {self.distillation_sample}",
             ),
             (
                 self.predict_with in PREDICT_WITH,
@@ -149,9 +157,15 @@ class StudentAttention(nn.Module):
 
     def __init__(self, width: int, epsilon: float):
         super().__init__()
-        self.log_tau = nn.Parameter(torch.tensor(math.log(epsilon)))
-        self.key_bias = nn.Sequential(nn.Linear(width, width), nn.Tanh(), nn.Linear(width, 1))
-        self.query_bias = nn.Sequential(nn.Linear(width, width), nn.Tanh(), nn.Linear(width, 1))
+        # Shape [1], not a scalar: Thinc's optimizers need sized parameters.
+        self.log_tau = nn.Parameter(torch.full((1,), math.log(epsilon)))
+        # No output bias: a constant shift cancels in the softmax.
+        self.key_bias = nn.Sequential(
+            nn.Linear(width, width), nn.Tanh(), nn.Linear(width, 1, bias=False)
+        )
+        self.query_bias = nn.Sequential(
+            nn.Linear(width, width), nn.Tanh(), nn.Linear(width, 1, bias=False)
+        )
 
     def forward(self, similarity: torch.Tensor, query: torch.Tensor, key: torch.Tensor):
         """Row logits (used to align) and column logits (used only in the loss)."""
@@ -250,7 +264,22 @@ class OTAlignment(nn.Module):
         return row_stochastic(rows.masked_fill(~cols_real.unsqueeze(-2), LOG_ZERO), cols_real)
 
     def _distil(self, log_plan, similarity, query, key, rows_real, cols_real) -> None:
-        rows, cols = self.student(similarity, query.detach(), key.detach())
+        lead = similarity.shape[:-2]
+        parts = [
+            log_plan,
+            similarity,
+            query.detach().expand(lead + query.shape[-2:]),
+            key.detach().expand(lead + key.shape[-2:]),
+            rows_real,
+            cols_real,
+        ]
+        parts = [part.reshape((-1,) + part.shape[len(lead) :]) for part in parts]
+        sample = self.settings.distillation_sample
+        if 0 < sample < parts[0].shape[0]:
+            chosen = torch.randperm(parts[0].shape[0], device=log_plan.device)[:sample]
+            parts = [part[chosen] for part in parts]
+        log_plan, similarity, query, key, rows_real, cols_real = parts
+        rows, cols = self.student(similarity, query, key)
         pair = rows_real.unsqueeze(-1) & cols_real.unsqueeze(-2)
         temperature = self.settings.distillation_temperature
         loss = _masked_kl(log_plan, rows, pair, -1, temperature) + _masked_kl(

@@ -186,6 +186,7 @@ def test_row_stochastic_of_an_all_padding_row_is_zero():
         (dict(predict_with="student"), "needs distillation_weight > 0"),
         (dict(distillation_weight=-0.1), "distillation_weight must be >= 0"),
         (dict(distillation_temperature=0.0), "distillation_temperature must be positive"),
+        (dict(distillation_sample=-1), "distillation_sample must be >= 0"),
     ],
 )
 def test_bad_settings_are_clear_errors(settings, message):
