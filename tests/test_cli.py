@@ -138,6 +138,60 @@ def test_module_entry_point_missing_folder(tmp_path: Path):
     assert "Dataset folder not found" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_make_demo_hard(demo_dir: Path, tmp_path: Path, capsys):
+    """``--hard`` alone or with a value (as project.yml passes ``demo_hard``)."""
+    hard = tmp_path / "hard"
+    assert main(["make-demo", "--output", str(hard), "--seed", "1", *DEMO_SIZES, "--hard"]) == 0
+    kb = json.loads((hard / "kb_entity.json").read_text())
+    colours_by_name = {}
+    for entity in kb:
+        words = entity["desc"].rstrip(".").split()  # "... shows a dotted red circle on blue."
+        assert words[-5] in ("plain", "dotted", "hatched", "checkered", "ringed")
+        colours_by_name.setdefault(entity["entity_name"], set()).add((words[-4], words[-1]))
+    assert all(len(colours) == 1 for colours in colours_by_name.values())
+    train = {r["answer"] for r in json.loads((hard / "DEMO_train.json").read_text())}
+    assert len(set(json.loads((hard / "qid2id.json").read_text())) - train) == 2
+    same = tmp_path / "not-hard"
+    args = ["make-demo", "--output", str(same), "--seed", "1", *DEMO_SIZES, "--hard", "false"]
+    assert main(args) == 0
+    for name in ("kb_entity.json", "DEMO_train.json"):
+        assert (same / name).read_bytes() == (demo_dir / name).read_bytes()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["make-demo", "--output", str(tmp_path / "x"), "--hard", "maybe"])
+    assert exc.value.code == 2
+    assert "--hard" in capsys.readouterr().err
+    both = ["make-demo", "--output", str(tmp_path / "y"), "--hard", "--fine-siblings"]
+    assert main(both) == 1
+    assert "fine_siblings and hard" in capsys.readouterr().err
+
+
+def test_assets_passes_hard_to_the_demo_settings(tmp_path: Path, capsys):
+    encoder = tmp_path / "encoder"
+    encoder.mkdir()
+    (encoder / "config.json").write_text("{}")
+    data = tmp_path / "demo"
+    args = ["assets", "--dataset", "demo", "--dataset-dir", str(data), "--encoder", str(encoder)]
+    assert main([*args, "--hard", "true"]) == 0
+    assert "Generated the hard demo dataset" in capsys.readouterr().out
+    settings = json.loads((data / "demo_settings.json").read_text())
+    assert settings == {"no_image_fraction": 0.05, "hard": True}
+    assert main([*args, "--hard", "true"]) == 0
+    assert "Generated" not in capsys.readouterr().out
+    assert main(args) == 0
+    assert "Generated the demo dataset" in capsys.readouterr().out
+    assert json.loads((data / "demo_settings.json").read_text())["hard"] is False
+
+
+def test_project_passes_demo_hard_to_assets():
+    import srsly
+
+    project = srsly.read_yaml(Path(__file__).parent.parent / "project.yml")
+    assert project["vars"]["demo_hard"] is False
+    (assets,) = [c for c in project["commands"] if c["name"] == "assets"]
+    assert "--hard ${vars.demo_hard}" in assets["script"][0]
+
+
 def test_usage_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["prepare", "--dataset", "nope", "--dataset-dir", "x", "--output", "y"])

@@ -70,6 +70,39 @@ def add_make_demo_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="Entities sharing a name differ only in their emblem's foreground colour.",
     )
+    add_hard_argument(parser)
+
+
+def parse_on_off(text: str) -> bool:
+    """Read an on/off option value: true/false, yes/no, on/off or 1/0 (any case).
+
+    text (str): The value given on the command line.
+    RETURNS (bool): The value.
+    RAISES (argparse.ArgumentTypeError): For any other text.
+    """
+    values = {"true": True, "yes": True, "on": True, "1": True}
+    values.update({"false": False, "no": False, "off": False, "0": False})
+    if text.strip().lower() not in values:
+        raise argparse.ArgumentTypeError(
+            f"expected true or false (or yes/no, on/off, 1/0), got {text!r}"
+        )
+    return values[text.strip().lower()]
+
+
+def add_hard_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--hard",
+        nargs="?",
+        const=True,
+        default=False,
+        type=parse_on_off,
+        metavar="true|false",
+        help=(
+            "The hard demo: entities sharing a name share their colours and differ in shape "
+            "and pattern, mention images show other emblems too, a quarter of the entities "
+            "have no training mention. Alone it means true; project.yml passes its demo_hard."
+        ),
+    )
 
 
 def add_no_image_fraction_argument(parser: argparse.ArgumentParser) -> None:
@@ -93,6 +126,7 @@ def run_make_demo(args: argparse.Namespace) -> int:
         mentions_per_entity=args.mentions_per_entity,
         no_image_fraction=args.no_image_fraction,
         fine_siblings=args.fine_siblings,
+        hard=args.hard,
         seed=args.seed,
     )
     print(f"Demo dataset written to {path}")
@@ -140,6 +174,7 @@ def add_assets_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset-dir", required=True, type=Path)
     parser.add_argument("--encoder", required=True, help="CLIP hub name or local folder.")
     add_no_image_fraction_argument(parser)
+    add_hard_argument(parser)
 
 
 def run_assets(args: argparse.Namespace) -> int:
@@ -149,10 +184,11 @@ def run_assets(args: argparse.Namespace) -> int:
     from ..ml.tiny_clip import build_tiny_clip
 
     if args.dataset == "demo":
-        if ensure_demo_dataset(args.dataset_dir, no_image_fraction=args.no_image_fraction):
+        settings = dict(no_image_fraction=args.no_image_fraction, hard=args.hard)
+        if ensure_demo_dataset(args.dataset_dir, **settings):
             print(
-                f"Generated the demo dataset in {args.dataset_dir} "
-                f"({args.no_image_fraction:.0%} of entities without an image)"
+                f"Generated the {'hard ' if args.hard else ''}demo dataset in "
+                f"{args.dataset_dir} ({args.no_image_fraction:.0%} of entities without an image)"
             )
     elif not args.dataset_dir.is_dir():
         raise CommandError(

@@ -8,6 +8,11 @@ transformer trained from scratch can learn; mention images are noisy variants
 of the gold entity's signature. The files follow the MIMIC layout exactly, so
 ``prepare_dataset("demo", ...)`` reads them like WikiMEL.
 
+The hard demo (``hard=True``) makes fine-grained matching necessary: entities
+sharing a name share their type and emblem colours and differ only in shape and
+pattern, mention images carry small emblems of other entities around the gold
+one, and a quarter of the entities are zero-shot (mentions only in dev and test).
+
 This module is the driver (:func:`generate_demo_dataset`) and reads a dataset's
 texts back (:func:`make_demo_corpus_texts`); the parts live in ``demo_images``
 (the drawn emblems), ``demo_entities`` (invented entities, names and
@@ -15,8 +20,9 @@ descriptions), ``demo_mentions`` (mention records and splits) and ``demo_files``
 (writing the MIMIC-layout files), whose public names are re-exported here.
 """
 
+import inspect
 from pathlib import Path
-from typing import Any, List, Union
+from typing import Any, Dict, List, Union
 from urllib.parse import unquote
 
 import numpy
@@ -31,6 +37,7 @@ from .demo_entities import (
     REGIONS,
     YEARS,
     EntityType,
+    check_flag,
     invent_names,
     make_entities,
 )
@@ -45,6 +52,7 @@ from .demo_files import (
 from .demo_images import (
     COLOURS,
     IMAGE_SIZE,
+    PATTERNS,
     SHAPES,
     Signature,
     describe_signature,
@@ -58,6 +66,7 @@ from .demo_mentions import (
     NIL_FRACTION,
     QUOTED_MENTION_FRACTION,
     SPLIT_FRACTIONS,
+    ZERO_SHOT_FRACTION,
     split_mentions,
 )
 from .mimic_files import KB_FILE, SPLITS, detect_text_field, read_json
@@ -77,6 +86,7 @@ __all__ = [
     "NIL_FRACTION",
     "NO_IMAGE_ENTITY_FRACTION",
     "ONSETS",
+    "PATTERNS",
     "PNG_IMGPATH_FRACTION",
     "PREFIX",
     "QUOTED_MENTION_FRACTION",
@@ -84,6 +94,7 @@ __all__ = [
     "SHAPES",
     "SPLIT_FRACTIONS",
     "YEARS",
+    "ZERO_SHOT_FRACTION",
     "EntityType",
     "Signature",
     "describe_signature",
@@ -109,6 +120,7 @@ def generate_demo_dataset(
     mentions_per_entity: int = 12,
     no_image_fraction: float = NO_IMAGE_ENTITY_FRACTION,
     fine_siblings: bool = False,
+    hard: bool = False,
     seed: int = 0,
 ) -> Path:
     """Write the demo dataset in the MIMIC layout (deterministic for a seed).
@@ -119,17 +131,33 @@ def generate_demo_dataset(
     mentions_per_entity (int): Mention records per entity, before the split.
     no_image_fraction (float): Share of KB entities without an image.
     fine_siblings (bool): Same-name entities differ only in the emblem's foreground colour.
+    hard (bool): The hard demo: same-name entities share type and emblem colours
+        and differ only in the emblem's shape and pattern; mention images carry
+        small emblems of other entities; ``ZERO_SHOT_FRACTION`` of the entities
+        have mentions only in dev and test. Not with ``fine_siblings``.
     seed (int): Random seed.
     RETURNS (Path): ``output_dir``.
     """
+    check_flag("hard", hard)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     rng = numpy.random.default_rng(seed)
-    entities = make_entities(n_names, entities_per_name, rng, no_image_fraction, fine_siblings)
-    splits = split_mentions(entities, mentions_per_entity, rng)
+    entities = make_entities(
+        n_names, entities_per_name, rng, no_image_fraction, fine_siblings, hard
+    )
+    zero_shot_fraction = ZERO_SHOT_FRACTION if hard else 0.0
+    splits = split_mentions(entities, mentions_per_entity, rng, zero_shot_fraction)
     write_kb(output_dir, entities, rng)
-    write_mentions(output_dir, splits, rng)
+    clutter_pool = [entity["signature"] for entity in entities] if hard else []
+    write_mentions(output_dir, splits, rng, clutter_pool)
     return output_dir
+
+
+def _with_defaults(settings: Dict[str, Any]) -> Dict[str, Any]:
+    """The settings with :func:`generate_demo_dataset`'s defaults for those not given."""
+    parameters = inspect.signature(generate_demo_dataset).parameters.values()
+    defaults = {p.name: p.default for p in parameters if p.kind is p.KEYWORD_ONLY}
+    return {**defaults, **settings}
 
 
 def ensure_demo_dataset(output_dir: Union[str, Path], **settings: Any) -> bool:
@@ -137,13 +165,19 @@ def ensure_demo_dataset(output_dir: Union[str, Path], **settings: Any) -> bool:
 
     settings: Keyword arguments of :func:`generate_demo_dataset`, recorded in
         ``output_dir/demo_settings.json`` so that a folder made with other settings
-        (say another share of image-less entities) is regenerated, never reused.
+        (say another share of image-less entities, or the hard demo) is
+        regenerated, never reused. Settings left out count as their defaults, so
+        a marker written before a setting existed still matches its default.
     RETURNS (bool): Whether the dataset was (re)generated.
     """
     output_dir = Path(output_dir)
     marker = output_dir / DEMO_SETTINGS_FILE
     made = srsly.read_json(marker) if marker.exists() else None
-    if (output_dir / KB_FILE).exists() and made == settings:
+    if (
+        (output_dir / KB_FILE).exists()
+        and isinstance(made, dict)
+        and _with_defaults(made) == _with_defaults(settings)
+    ):
         return False
     generate_demo_dataset(output_dir, **settings)
     srsly.write_json(marker, settings)

@@ -3,6 +3,8 @@
 Several invented entities of different types share each name (a basketball
 player, a river and a ship all called "Velmora"); entities sharing a name differ
 in emblem background colour and shape, and their descriptions mention the emblem.
+In the hard demo entities sharing a name share their type and emblem colours and
+differ only in the emblem's shape and pattern.
 """
 
 from dataclasses import dataclass
@@ -10,7 +12,7 @@ from typing import Any, Dict, List, Tuple
 
 import numpy
 
-from .demo_images import COLOURS, SHAPES, Signature, describe_signature
+from .demo_images import COLOURS, OBJECT_SHAPES, PATTERNS, SHAPES, Signature, describe_signature
 
 NO_IMAGE_ENTITY_FRACTION = 0.05
 
@@ -181,11 +183,38 @@ def invent_names(n: int, rng: numpy.random.Generator) -> List[str]:
     ]
 
 
+def check_flag(setting: str, value: Any) -> None:
+    """Refuse a non-boolean value of an on/off setting.
+
+    setting (str): The setting's name, for the message.
+    value (Any): The value given.
+    RAISES (ValueError): If ``value`` is not True or False.
+    """
+    if not isinstance(value, bool):
+        raise ValueError(f"{setting} must be True or False, got {value!r}.")
+
+
+def _hard_signatures(k: int, rng: numpy.random.Generator) -> List[Signature]:
+    # One background and one foreground colour for all k; siblings 2i and 2i + 1
+    # share a shape and differ only in the pattern.
+    colours = list(COLOURS)
+    background, foreground = (colours[i] for i in rng.permutation(len(colours))[:2])
+    shapes = [OBJECT_SHAPES[i] for i in rng.permutation(len(OBJECT_SHAPES))]
+    patterns = [PATTERNS[i] for i in rng.permutation(len(PATTERNS))]
+    return [
+        Signature(background, foreground, shapes[i // 2], patterns[i % len(patterns)])
+        for i in range(k)
+    ]
+
+
 def _signatures_for_name(
-    k: int, rng: numpy.random.Generator, fine: bool = False
+    k: int, rng: numpy.random.Generator, fine: bool = False, hard: bool = False
 ) -> List[Signature]:
     # Entities sharing a name differ in background colour AND shape; with ``fine``
-    # only in the shape's colour (same background, same shape).
+    # only in the shape's colour (same background, same shape); with ``hard`` only
+    # in shape and pattern (same colours).
+    if hard:
+        return _hard_signatures(k, rng)
     colours = list(COLOURS)
     if fine:
         background = colours[int(rng.integers(len(colours)))]
@@ -203,7 +232,11 @@ def _signatures_for_name(
 
 
 def _describe(
-    entity_type: EntityType, name: str, signature: Signature, rng: numpy.random.Generator
+    entity_type: EntityType,
+    name: str,
+    signature: Signature,
+    rng: numpy.random.Generator,
+    with_pattern: bool = False,
 ) -> str:
     text = entity_type.description.format(
         name=name,
@@ -211,7 +244,8 @@ def _describe(
         year=YEARS[int(rng.integers(len(YEARS)))],
         number=int(rng.integers(2, 90)),
     )
-    return f"{text} Its emblem shows {describe_signature(signature)}."
+    emblem = describe_signature(signature, with_pattern=with_pattern)
+    return f"{text} Its emblem shows {emblem}."
 
 
 def make_entities(
@@ -220,6 +254,7 @@ def make_entities(
     rng: numpy.random.Generator,
     no_image_fraction: float = NO_IMAGE_ENTITY_FRACTION,
     fine_siblings: bool = False,
+    hard: bool = False,
 ) -> List[Dict[str, Any]]:
     """Invent the entities: several of different types share each name.
 
@@ -230,6 +265,9 @@ def make_entities(
         entity when positive), as in RichpediaMEL and WikiDiverse (40-50%).
     fine_siblings (bool): Entities sharing a name differ only in their emblem's
         foreground colour (told apart by fine visual detail), not in background and shape.
+    hard (bool): Entities sharing a name share their type (so the same sentence
+        templates) and emblem colours, and differ only in the emblem's shape and
+        pattern, which their descriptions name.
     RETURNS (List[Dict[str, Any]]): Entities with ``qid``, ``name``, ``type``,
         ``description``, ``signature`` and ``n_images``.
     """
@@ -242,18 +280,24 @@ def make_entities(
         raise ValueError(f"n_names must be at least 1, got {n_names}.")
     if not 0.0 <= no_image_fraction < 1.0:
         raise ValueError(f"no_image_fraction must be in [0, 1), got {no_image_fraction}.")
+    check_flag("hard", hard)
+    if fine_siblings and hard:
+        raise ValueError(
+            "fine_siblings and hard cannot both be True: fine siblings differ in the "
+            "emblem's colour, hard ones share it. Set at most one of them."
+        )
     entities = []
     for name in invent_names(n_names, rng):
-        types = [ENTITY_TYPES[i] for i in rng.permutation(len(ENTITY_TYPES))[:entities_per_name]]
-        for entity_type, signature in zip(
-            types, _signatures_for_name(entities_per_name, rng, fine_siblings)
-        ):
+        order = rng.permutation(len(ENTITY_TYPES))
+        types = [ENTITY_TYPES[order[0 if hard else i]] for i in range(entities_per_name)]
+        signatures = _signatures_for_name(entities_per_name, rng, fine_siblings, hard)
+        for entity_type, signature in zip(types, signatures):
             entities.append(
                 {
                     "qid": f"Q{900001 + len(entities)}",
                     "name": name,
                     "type": entity_type,
-                    "description": _describe(entity_type, name, signature, rng),
+                    "description": _describe(entity_type, name, signature, rng, hard),
                     "signature": signature,
                     "n_images": int(rng.integers(1, 3)),
                 }

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import numpy
 
-from .demo_images import entity_image, mention_image
+from .demo_images import Signature, entity_image, mention_image
 from .mimic_files import KB_FILE, KB_IMAGE_DIR, QID2ID_FILE, SPLITS
 
 PREFIX = "DEMO"
@@ -63,13 +63,18 @@ def write_kb(
 
 
 def write_mentions(
-    output_dir: Path, splits: Dict[str, List[Dict[str, Any]]], rng: numpy.random.Generator
+    output_dir: Path,
+    splits: Dict[str, List[Dict[str, Any]]],
+    rng: numpy.random.Generator,
+    clutter_pool: Sequence[Signature] = (),
 ) -> None:
     """Shuffle each split, give records ids and image paths, write them and their images.
 
     output_dir (Path): The dataset folder.
     splits (Dict[str, List[Dict[str, Any]]]): Records from :func:`split_mentions`.
     rng (numpy.random.Generator): Source of the order, image paths and image noise.
+    clutter_pool (Sequence[Signature]): Signatures to draw a few of small around
+        each mention image's emblem (the hard demo); empty for clean images.
     """
     image_dir = output_dir / MENTION_IMAGE_DIR
     image_dir.mkdir(parents=True, exist_ok=True)
@@ -85,7 +90,8 @@ def write_mentions(
             if draw < EMPTY_IMGPATH_FRACTION:
                 img_path = ""
             else:
-                _save_jpeg(mention_image(signature, rng), image_dir / f"{mention_id}.jpg")
+                image = mention_image(signature, rng, clutter_pool)
+                _save_jpeg(image, image_dir / f"{mention_id}.jpg")
                 # Some paths carry a folder and another extension, as in the real data.
                 png = draw < EMPTY_IMGPATH_FRACTION + PNG_IMGPATH_FRACTION
                 img_path = f"images/{mention_id}.png" if png else f"{mention_id}.jpg"
