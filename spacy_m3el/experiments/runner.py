@@ -10,6 +10,7 @@ training data) are trained once.
 import functools
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -129,8 +130,11 @@ def run_variant(
     if done.exists():
         measured = srsly.read_json(done)
     else:
+        started = time.perf_counter()
         train_pipeline(data, variant, seed, folder / "training", log=log)
+        train_seconds = time.perf_counter() - started
         measured = evaluate_run(data, folder / "training" / "model-best")
+        measured["train_seconds"] = round(train_seconds, 1)
         measured["folder"] = str(folder)
         srsly.write_json(done, measured)
     return {

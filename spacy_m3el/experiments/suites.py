@@ -1,4 +1,4 @@
-"""The experiments' variants: ablations, low-resource training, image-less policies.
+"""The experiments' variants: ablations, low-resource training, image-less policies, systems.
 
 A :class:`Variant` is a named set of config overrides; a suite is a list of
 them. Every variant is trained and evaluated with the same config, data and
@@ -36,8 +36,8 @@ def _only(unit: str) -> Dict[str, Any]:
 def ablations(alignments: Sequence[str] = ()) -> List[Variant]:
     """The papers' ablations: each loss and unit removed, each cross-modal direction alone.
 
-    alignments (Sequence[str]): Registered ``@misc`` alignments to add as rows
-        (``"spacy_m3el.OTAlignment.v1"`` once it exists), in every unit's slot.
+    alignments (Sequence[str]): Registered ``@misc`` alignments (with their defaults)
+        to add as rows, e.g. ``"spacy_m3el.OTAlignment.v1"``, in every unit's slot.
     """
     rows = [
         Variant(FULL),
@@ -79,10 +79,37 @@ def missing_images(policies: Optional[Sequence[str]] = None) -> List[Variant]:
     ]
 
 
+OT_ALIGNMENT = {"@misc": "spacy_m3el.OTAlignment.v1"}
+OT_UNITS = {
+    f"{MODEL}.use_t2v_unit": False,
+    f"{MODEL}.use_v2t_unit": False,
+    f"{MODEL}.use_fusion_unit": True,
+}
+
+
+def systems(distillation_weight: float = 0.5) -> List[Variant]:
+    """The systems side by side on one config's data and budget (set in M3EL's config):
+    the CLIP dual encoder, M3EL with attention, M3EL with OT alignment, OT-MEL (OT
+    matching and fusion) predicting with Sinkhorn, and OT-MEL distilled into attention.
+
+    distillation_weight (float): Weight of the distillation loss of the distilled row.
+    """
+    student = dict(OT_ALIGNMENT, distillation_weight=distillation_weight, predict_with="student")
+    dual = {f"{MODEL}.{unit}": False for unit in ("use_t2v_unit", "use_v2t_unit")}
+    return [
+        Variant("CLIP dual encoder", {**dual, f"{MODEL}.use_late_interaction": False}, "systems"),
+        Variant("M3EL (attention)", {}, "systems"),
+        Variant("M3EL, OT alignment", {f"{MODEL}.alignment": OT_ALIGNMENT}, "systems"),
+        Variant("OT-MEL (Sinkhorn)", {**OT_UNITS, f"{MODEL}.alignment": OT_ALIGNMENT}, "systems"),
+        Variant("OT-MEL distilled", {**OT_UNITS, f"{MODEL}.alignment": student}, "systems"),
+    ]
+
+
 SUITES = {
     "ablations": ablations,
     "low-resource": low_resource,
     "missing-images": missing_images,
+    "systems": systems,
 }
 
 

@@ -7,7 +7,13 @@ import srsly
 
 from spacy_m3el.cli import main
 from spacy_m3el.experiments.report import markdown_table, summarize
-from spacy_m3el.experiments.suites import FULL, ablations, low_resource, suite_variants
+from spacy_m3el.experiments.suites import (
+    FULL,
+    ablations,
+    low_resource,
+    suite_variants,
+    systems,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,6 +30,23 @@ def test_suites_name_the_papers_rows():
     assert len(suite_variants(["all"])) == len(ablations()) + len(low_resource())
     with pytest.raises(ValueError, match="Unknown experiment suite"):
         suite_variants(["ablation"])
+
+
+@pytest.mark.parametrize("variant", systems(), ids=lambda v: v.name)
+def test_every_system_builds_from_the_demo_config(variant, tiny_clip):
+    """Each row of the systems suite is a valid pipeline: the units and alignment it names."""
+    from spacy.util import load_config, load_model_from_config
+
+    overrides = {**variant.overrides, "paths.encoder": tiny_clip}
+    config = load_config(ROOT / "configs" / "demo.cfg", overrides=overrides)
+    net = load_model_from_config(config).get_pipe("m3el_linker").net
+    ot = type(net.text_unit.align).__name__ == "OTAlignment"
+    assert ot == ("alignment" in str(variant.overrides))
+    assert (net.fusion_unit is not None) == variant.name.startswith("OT-MEL")
+    assert (net.cross_unit is None) == (variant.name.startswith("OT-MEL") or "dual" in variant.name)
+    assert net.text_unit.late_interaction == ("dual" not in variant.name)
+    if variant.name == "OT-MEL distilled":
+        assert net.text_unit.align.settings.predict_with == "student"
 
 
 def _run(variant, seed, hits, mrr, suite="ablations", fraction=None):
