@@ -115,7 +115,7 @@ def test_scale_writes_the_repository_report_only_for_full_size_runs():
     assert scale.parse_args(["--quick"]).sizes == [1000, 10000]
 
 
-@pytest.mark.parametrize("script", ["scale", "approximate_index", "pipe_memory"])
+@pytest.mark.parametrize("script", ["scale", "approximate_index", "pipe_memory", "otmel"])
 def test_benchmarks_run_as_modules(script):
     result = subprocess.run(
         [sys.executable, "-m", f"bench.{script}", "--help"],
@@ -172,3 +172,28 @@ def test_accuracy_smoke(demo_work, tmp_path, repository_report_unchanged, no_net
     for row in results["rows"]:
         assert in_unit_interval(row["ceiling"], *(row[v] for v in accuracy.VARIANTS))
     assert results["dev"] > 0 and all("alias_weight" in row for row in results["rows"])
+
+
+def test_otmel_smoke(demo_work, tmp_path, repository_report_unchanged, no_network):
+    from bench import otmel
+    from bench.common import tiny_model_config
+
+    model = tiny_model_config(demo_work / "tiny-clip")["model"]
+    student = {"@misc": "spacy_m3el.OTAlignment.v1", "distillation_weight": 0.5}
+    student["predict_with"] = "student"
+    otmel_model = dict(model, alignment=student, use_fusion_unit=True)
+    otmel_model.update(use_t2v_unit=False, use_v2t_unit=False)
+    distilled = train_demo_pipeline(demo_work, 1, {"model": otmel_model}, name="otmel")
+    output = tmp_path / "BENCHMARKS.md"
+    args = ["--pipeline", f"M3EL={demo_work / 'pipeline'}", "--pipeline", f"OT-MEL={distilled}"]
+    args += ["--corpus", str(demo_work / "corpus"), "--sizes", "200,300", "--mentions", "8"]
+    args += ["--repeats", "1", "--train-batch-size", "4"]
+    text = otmel.main(args + ["--output", str(output)])
+    assert text in output.read_text()
+    for row in ("| attention |", "| OT (Sinkhorn, 3 it.) |", "| OT student |"):
+        assert text.count(row) == len(otmel.SHAPES)
+    rows = [line for line in text.splitlines() if line.startswith(("| M3EL |", "| OT-MEL |"))]
+    assert len(rows) == 2
+    for row in rows:
+        cells = [float(cell) for cell in row.strip("|").split("|")[1:]]
+        assert len(cells) == 4 and all(value > 0 for value in cells)
