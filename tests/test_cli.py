@@ -100,6 +100,18 @@ def test_make_tiny_clip(demo_dir: Path, tmp_path: Path):
     assert name + "</w>" in json.loads((out / "vocab.json").read_text())
 
 
+def test_make_tiny_clip_image_size_sets_the_patches(tmp_path: Path, capsys):
+    out = tmp_path / "clip64"
+    assert main(["make-tiny-clip", "--output", str(out), "--image-size", "64"]) == 0
+    config = json.loads((out / "config.json").read_text())["vision_config"]
+    assert (config["image_size"], config["patch_size"]) == (64, 8)
+    processor = json.loads((out / "preprocessor_config.json").read_text())
+    assert processor["crop_size"] == {"height": 64, "width": 64}
+    bad = ["make-tiny-clip", "--output", str(tmp_path / "bad"), "--image-size", "60"]
+    assert main(bad) == 1
+    assert "multiple of --patch-size" in capsys.readouterr().err
+
+
 def test_make_tiny_clip_missing_corpus(tmp_path: Path, capsys):
     assert (
         main(
@@ -183,6 +195,22 @@ def test_assets_passes_hard_to_the_demo_settings(tmp_path: Path, capsys):
     assert json.loads((data / "demo_settings.json").read_text())["hard"] is False
 
 
+def test_assets_builds_the_tiny_clip_at_the_asked_image_size(tmp_path: Path, capsys):
+    data, encoder = tmp_path / "demo", tmp_path / "clip-64"
+    sizes = ["--n-names", "2", "--entities-per-name", "2", "--mentions-per-entity", "3"]
+    assert main(["make-demo", "--output", str(data), *sizes]) == 0
+    args = ["assets", "--dataset", "demo", "--dataset-dir", str(data), "--encoder", str(encoder)]
+    assert main([*args, "--image-size", "64"]) == 0
+    assert "(64-pixel images)" in capsys.readouterr().out
+    assert json.loads((encoder / "config.json").read_text())["vision_config"]["image_size"] == 64
+    assert main([*args, "--image-size", "64"]) == 0
+    assert "Encoder images: 64 pixels" in capsys.readouterr().out
+    # An existing checkpoint of another size is used as it is, with a note that says so.
+    assert main(args) == 0
+    assert "takes 64-pixel images, not the 32 asked for" in capsys.readouterr().out
+    assert main([*args, "--image-size", "30"]) == 1
+
+
 def test_project_passes_demo_hard_to_assets():
     import srsly
 
@@ -190,6 +218,7 @@ def test_project_passes_demo_hard_to_assets():
     assert project["vars"]["demo_hard"] is False
     (assets,) = [c for c in project["commands"] if c["name"] == "assets"]
     assert "--hard ${vars.demo_hard}" in assets["script"][0]
+    assert "--image-size ${vars.tiny_clip_image_size}" in assets["script"][0]
 
 
 def test_usage_errors_exit_2(capsys):

@@ -1,7 +1,9 @@
 """Commands that make data: prepare, make-demo, make-tiny-clip, assets."""
 
 import argparse
+import json
 from pathlib import Path
+from typing import Dict
 
 from .common import CommandError
 
@@ -136,6 +138,31 @@ def run_make_demo(args: argparse.Namespace) -> int:
 # make-tiny-clip ---------------------------------------------------------------
 
 
+def add_image_size_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=32,
+        help="Image side in pixels of a tiny CLIP built here (default 32).",
+    )
+    parser.add_argument(
+        "--patch-size",
+        type=int,
+        default=8,
+        help="Patch side in pixels (default 8): (image size / patch size)^2 image patches.",
+    )
+
+
+def image_shape(args: argparse.Namespace) -> Dict[str, int]:
+    """The tiny CLIP's image and patch size, checked."""
+    size, patch = args.image_size, args.patch_size
+    if patch < 1 or size < patch or size % patch:
+        raise CommandError(
+            f"--image-size ({size}) must be a positive multiple of --patch-size ({patch})."
+        )
+    return {"image_size": size, "patch_size": patch}
+
+
 def add_make_tiny_clip_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--output", required=True, type=Path, help="Folder for the CLIP checkpoint."
@@ -148,6 +175,7 @@ def add_make_tiny_clip_arguments(parser: argparse.ArgumentParser) -> None:
         help="Learn the BPE merges from this dataset's names, descriptions and sentences.",
     )
     parser.add_argument("--seed", type=int, default=0)
+    add_image_size_arguments(parser)
 
 
 def run_make_tiny_clip(args: argparse.Namespace) -> int:
@@ -159,7 +187,7 @@ def run_make_tiny_clip(args: argparse.Namespace) -> int:
         if not args.corpus_from.is_dir():
             raise CommandError(f"Dataset folder not found: {args.corpus_from}")
         corpus = make_demo_corpus_texts(args.corpus_from)
-    path = build_tiny_clip(args.output, corpus=corpus, seed=args.seed)
+    path = build_tiny_clip(args.output, corpus=corpus, seed=args.seed, **image_shape(args))
     print(f"Tiny CLIP written to {path}")
     return 0
 
@@ -175,6 +203,7 @@ def add_assets_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--encoder", required=True, help="CLIP hub name or local folder.")
     add_no_image_fraction_argument(parser)
     add_hard_argument(parser)
+    add_image_size_arguments(parser)
 
 
 def run_assets(args: argparse.Namespace) -> int:
@@ -197,6 +226,7 @@ def run_assets(args: argparse.Namespace) -> int:
             "get them."
         )
     find_split_files(args.dataset, args.dataset_dir)
+    shape = image_shape(args)
     encoder = Path(args.encoder)
     if encoder.is_dir():
         if not (encoder / "config.json").exists():
@@ -204,12 +234,28 @@ def run_assets(args: argparse.Namespace) -> int:
                 f"{encoder} has no config.json: not a Hugging Face checkpoint folder."
             )
         print(f"Encoder: local checkpoint {encoder}")
+        if args.dataset == "demo":
+            print(image_size_note(encoder, shape["image_size"]))
     elif args.dataset == "demo":
-        build_tiny_clip(encoder, corpus=make_demo_corpus_texts(args.dataset_dir))
-        print(f"Built a tiny offline CLIP in {encoder}")
+        build_tiny_clip(encoder, corpus=make_demo_corpus_texts(args.dataset_dir), **shape)
+        print(f"Built a tiny offline CLIP in {encoder} ({shape['image_size']}-pixel images)")
     else:
         print(check_hub_encoder(args.encoder, args.dataset_dir))
     return 0
+
+
+def image_size_note(encoder: Path, asked: int) -> str:
+    """A line on whether an existing checkpoint takes images of the asked size."""
+    vision = json.loads((encoder / "config.json").read_text(encoding="utf8")).get(
+        "vision_config", {}
+    )
+    size = vision.get("image_size")
+    if size is None or size == asked:
+        return f"Encoder images: {size or 'unknown'} pixels"
+    return (
+        f"Note: {encoder} takes {size}-pixel images, not the {asked} asked for with "
+        f"--image-size; it is used as it is (name another encoder folder to build one at {asked})."
+    )
 
 
 def check_hub_encoder(name: str, dataset_dir: Path) -> str:

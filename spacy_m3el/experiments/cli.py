@@ -38,6 +38,13 @@ def add_experiments_arguments(parser: argparse.ArgumentParser) -> None:
         default="0.1,0.2,0.5",
         help="Training shares of the low-resource suite (default 0.1,0.2,0.5).",
     )
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="ROW",
+        help="Run only the rows with this exact name (repeatable), e.g. --only 'M3EL (attention)'.",
+    )
     parser.add_argument("--title", default="", help="Title of the table and figure.")
 
 
@@ -64,6 +71,12 @@ def run_experiments_command(args: argparse.Namespace) -> int:
     )
     fractions = [float(f) for f in args.fractions.split(",") if f.strip()]
     variants = suite_variants(args.suite, fractions=fractions)
+    if args.only:
+        unknown = sorted(set(args.only) - {variant.name for variant in variants})
+        if unknown:
+            names = ", ".join(repr(variant.name) for variant in variants)
+            raise ValueError(f"Unknown row(s) {unknown} for --only; the suites have: {names}.")
+        variants = [variant for variant in variants if variant.name in args.only]
     report = run_experiments(data, variants, seeds, args.work, args.output, title=args.title)
     print(
         f"{len(report['runs'])} runs in {report['seconds']:.0f} s -> {args.output}.{{json,md,png}}"

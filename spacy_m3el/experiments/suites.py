@@ -89,8 +89,9 @@ OT_UNITS = {
 
 def systems(distillation_weight: float = 0.5) -> List[Variant]:
     """The systems side by side on one config's data and budget (set in M3EL's config):
-    the CLIP dual encoder, M3EL with attention, M3EL with OT alignment, OT-MEL (OT
-    matching and fusion) predicting with Sinkhorn, and OT-MEL distilled into attention.
+    the CLIP dual encoder, M3EL with attention, M3EL with OT alignment, OT-MEL's units
+    (text, image, fusion) with attention, OT-MEL (OT matching and fusion) predicting
+    with Sinkhorn, and OT-MEL distilled into attention.
 
     distillation_weight (float): Weight of the distillation loss of the distilled row.
     """
@@ -100,6 +101,7 @@ def systems(distillation_weight: float = 0.5) -> List[Variant]:
         Variant("CLIP dual encoder", {**dual, f"{MODEL}.use_late_interaction": False}, "systems"),
         Variant("M3EL (attention)", {}, "systems"),
         Variant("M3EL, OT alignment", {f"{MODEL}.alignment": OT_ALIGNMENT}, "systems"),
+        Variant("OT-MEL units, attention", dict(OT_UNITS), "systems"),
         Variant("OT-MEL (Sinkhorn)", {**OT_UNITS, f"{MODEL}.alignment": OT_ALIGNMENT}, "systems"),
         Variant("OT-MEL distilled", {**OT_UNITS, f"{MODEL}.alignment": student}, "systems"),
     ]

@@ -116,6 +116,11 @@ def test_workflow_on_a_tiny_demo_writes_json_table_and_figure(tmp_path):
     assert main(command) == 0
     assert sorted(p.name for p in (tmp_path / "work").iterdir()) == folders
     assert srsly.read_json(stem.with_suffix(".json"))["runs"] == report["runs"]
+    # --only keeps the named rows (from the finished runs here).
+    assert main(command + ["--only", "50% of training"]) == 0
+    only = srsly.read_json(stem.with_suffix(".json"))["runs"]
+    assert [run["variant"] for run in only] == ["50% of training"]
+    assert main(command + ["--only", "60% of training"]) == 1
 
 
 def test_run_key_follows_the_data_and_low_resource_rows_validate_per_own_epoch(tmp_path):
