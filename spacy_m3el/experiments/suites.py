@@ -97,6 +97,7 @@ def systems(distillation_weight: float = 0.5) -> List[Variant]:
     """
     student = dict(OT_ALIGNMENT, distillation_weight=distillation_weight, predict_with="student")
     dual = {f"{MODEL}.{unit}": False for unit in ("use_t2v_unit", "use_v2t_unit")}
+    fused = {**OT_UNITS, f"{MODEL}.use_late_interaction": False}
     return [
         Variant("CLIP dual encoder", {**dual, f"{MODEL}.use_late_interaction": False}, "systems"),
         Variant("M3EL (attention)", {}, "systems"),
@@ -104,6 +105,14 @@ def systems(distillation_weight: float = 0.5) -> List[Variant]:
         Variant("OT-MEL units, attention", dict(OT_UNITS), "systems"),
         Variant("OT-MEL (Sinkhorn)", {**OT_UNITS, f"{MODEL}.alignment": OT_ALIGNMENT}, "systems"),
         Variant("OT-MEL distilled", {**OT_UNITS, f"{MODEL}.alignment": student}, "systems"),
+        Variant(
+            "dual encoder + OT fusion", {**fused, f"{MODEL}.alignment": OT_ALIGNMENT}, "systems"
+        ),
+        Variant(
+            "dual encoder + OT fusion, distilled",
+            {**fused, f"{MODEL}.alignment": student},
+            "systems",
+        ),
     ]
 
 

@@ -82,17 +82,22 @@ class IntraModalUnit(nn.Module):
         super().__init__()
         self.late_interaction = late_interaction
         self.global_weight = 0.5 if late_interaction else 1.0
-        self.query = nn.Linear(token_width, hidden_width)
-        self.key = nn.Linear(token_width, hidden_width)
-        self.value = nn.Linear(token_width, hidden_width)
-        self.global_proj = nn.Linear(global_width, hidden_width)
-        self.context_norm = nn.LayerNorm(hidden_width)
-        self.align = alignment(hidden_width)
+        if late_interaction:  # a dual encoder has no token-level parameters (nor cached tokens)
+            self.query = nn.Linear(token_width, hidden_width)
+            self.key = nn.Linear(token_width, hidden_width)
+            self.value = nn.Linear(token_width, hidden_width)
+            self.global_proj = nn.Linear(global_width, hidden_width)
+            self.context_norm = nn.LayerNorm(hidden_width)
+            self.align = alignment(hidden_width)
 
     def mention_side(self, global_: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> dict:
+        if not self.late_interaction:
+            return {"g": global_}
         return {"g": global_, "k": self.key(tokens), "v": self.value(tokens), "mask": mask}
 
     def entity_side(self, global_: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> dict:
+        if not self.late_interaction:
+            return {"g": global_}
         return {"g": global_, "q": self.query(tokens), "c": self.global_proj(global_), "mask": mask}
 
     def score(self, m: dict, e: dict, entity_index: torch.Tensor) -> torch.Tensor:

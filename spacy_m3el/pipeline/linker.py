@@ -65,6 +65,10 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
     mining_refresh (int): Re-encode the KB for mining after this many updates.
     image_swap_negatives (bool): In training, add per gold entity a negative with its
         text and a same-name sibling's (or another batch entity's) image.
+    n_kb_mentions (int): In training, add to each batch this many KB entities (with an
+        image, drawn at random) as mentions of themselves: the name as the text, one of
+        their images as the photo. Entities that no training mention names then get
+        positives too, not only negatives.
     alias_evidence (bool): Combine the model's score with the alias table's
         evidence as fitted by ``fit_decision`` (False: rank by the model's score).
     get_candidates_batch (Callable): ``(kb, spans) -> candidates per span``.
@@ -100,6 +104,7 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
         n_hard_negatives: int = 3,
         n_mined_negatives: int = 0,
         image_swap_negatives: bool = False,
+        n_kb_mentions: int = 0,
         mining_refresh: int = 100,
         alias_evidence: bool = True,
         get_candidates_batch: Callable[[MultimodalKB, Iterable[Span]], Iterable[Iterable[Any]]],
@@ -121,6 +126,7 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
             n_hard_negatives=n_hard_negatives,
             n_mined_negatives=n_mined_negatives,
             mining_refresh=mining_refresh,
+            n_kb_mentions=n_kb_mentions,
             max_context_tokens=max_context_tokens,
             entity_batch_size=entity_batch_size,
             entity_cache_precision=entity_cache_precision,
@@ -154,6 +160,7 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
         )
         self.miner = NegativeMiner(self.index, n_mined_negatives, mining_refresh)
         self.image_swap_negatives = image_swap_negatives
+        self.n_kb_mentions = n_kb_mentions
         self.skipped_missing_gold = 0
         install_image_extension(image_attr)
         install_span_extension()

@@ -5,10 +5,10 @@ from functools import partial
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy
-from spacy.tokens import Span
+from spacy.tokens import Doc, Span
 from spacy.training import Example
 
-from ..images import copy_image
+from ..images import copy_image, set_image
 from ..kb import MultimodalKB
 from ..ml.model import Features, M3ELModel, TrainingBatch
 from .gold import GOLD_NOT_IN_KB, GOLD_OK, gold_status, missing_gold_message
@@ -201,6 +201,9 @@ def component_training_batch(component: Any, examples: List[Example]) -> Optiona
     component.skipped_missing_gold += gold.skipped
     if not spans:
         return None
+    if component.n_kb_mentions and component.model.needs_images:
+        kb_spans, kb_ids = kb_mentions(component, component.n_kb_mentions)
+        spans, gold_ids = spans + kb_spans, gold_ids + kb_ids
     model, miner = component.model, component.miner
 
     def mine(mention_features: Features) -> List[List[str]]:
@@ -222,6 +225,35 @@ def component_training_batch(component: Any, examples: List[Example]) -> Optiona
         mine=mine if miner.enabled else None,
         image_swaps=component.image_swap_negatives,
     )
+
+
+def kb_mentions(component: Any, n: int) -> Tuple[List[Span], List[str]]:
+    """Up to n KB entities with an image as mentions of themselves, drawn at random
+    (numpy's global generator, seeded by spaCy).
+
+    Each is a doc whose text is the entity's name, one span over it and one of the
+    entity's images (``component.image_attr``). Entities whose image cannot be read
+    are left out.
+    """
+    kb = component.kb
+    ids = sorted(kb.get_entity_strings())
+    spans, gold_ids = [], []
+    for i in numpy.random.permutation(len(ids)):
+        if len(spans) == n:
+            break
+        record = kb.get_record(ids[i])
+        if not record.images:
+            continue
+        image = component.images.entity_image(kb, record, random_image_choice(len(record.images)))
+        if image is None:
+            continue
+        words = record.name.split()
+        doc = Doc(component.vocab, words=words, spaces=[True] * (len(words) - 1) + [False])
+        doc.ents = [Span(doc, 0, len(doc), label="ENTITY")]
+        set_image(doc, image, component.image_attr)
+        spans.append(doc.ents[0])
+        gold_ids.append(record.kb_id)
+    return spans, gold_ids
 
 
 def random_image_choice(n_images: int) -> int:

@@ -40,13 +40,20 @@ def test_every_system_builds_from_the_demo_config(variant, tiny_clip):
     overrides = {**variant.overrides, "paths.encoder": tiny_clip}
     config = load_config(ROOT / "configs" / "demo.cfg", overrides=overrides)
     net = load_model_from_config(config).get_pipe("m3el_linker").net
-    ot = type(net.text_unit.align).__name__ == "OTAlignment"
-    assert ot == ("alignment" in str(variant.overrides))
-    assert (net.fusion_unit is not None) == variant.name.startswith("OT-MEL")
-    assert (net.cross_unit is None) == (variant.name.startswith("OT-MEL") or "dual" in variant.name)
-    assert net.text_unit.late_interaction == ("dual" not in variant.name)
-    if variant.name == "OT-MEL distilled":
-        assert net.text_unit.align.settings.predict_with == "student"
+    switch = {k.rsplit(".", 1)[-1]: v for k, v in variant.overrides.items() if k.endswith("unit")}
+    alignment = variant.overrides.get("components.m3el_linker.model.alignment", {})
+    aligns = {type(m).__name__ for m in net.modules() if type(m).__name__.endswith("Alignment")}
+    assert aligns <= {"OTAlignment" if alignment else "AttentionAlignment"}
+    assert bool(aligns) == (variant.name != "CLIP dual encoder")  # it aligns no tokens
+    assert (net.fusion_unit is not None) == switch.get("use_fusion_unit", False)
+    assert (net.cross_unit is None) == (switch.get("use_t2v_unit") is False)
+    late = variant.overrides.get("components.m3el_linker.model.use_late_interaction", True)
+    assert net.text_unit.late_interaction == late == net.image_unit.late_interaction
+    predict_with = alignment.get("predict_with", "teacher")
+    if alignment:
+        ot = [m for m in net.modules() if type(m).__name__ == "OTAlignment"]
+        assert {m.settings.predict_with for m in ot} == {predict_with}
+    assert ("distilled" in variant.name) == (predict_with == "student")
 
 
 def _run(variant, seed, hits, mrr, suite="ablations", fraction=None):

@@ -89,6 +89,11 @@ def test_the_dual_encoder_is_its_global_vectors_only(loaded_encoder):
         bi_encoder = net.bi_encoder_score(mentions, entities, every)
     torch.testing.assert_close(scores["score"], bi_encoder / 2)
     torch.testing.assert_close(scores["text"], mentions["text.g"] @ entities["text.g"].T)
+    # No token-level parameters, and entity sides (what the cache stores) hold no tokens.
+    assert not any(
+        name.startswith(("text_unit.", "image_unit.")) for name, _ in net.named_parameters()
+    )
+    assert {key for key in entities if key.startswith(("text.", "image."))} == {"text.g", "image.g"}
 
 
 def test_the_fusion_unit_reads_both_modalities(loaded_encoder):

@@ -40,3 +40,45 @@ def test_batch_with_swaps_trains_and_adds_one_column_per_gold(build_nlp):
     losses = {}
     nlp.update(make_examples(nlp)[:4], sgd=nlp.create_optimizer(), losses=losses)
     assert numpy.isfinite(losses["m3el_linker"])
+
+
+def test_kb_mentions_are_entities_named_and_pictured_by_the_kb(build_nlp):
+    from spacy_m3el.images import get_image
+    from spacy_m3el.pipeline.training import kb_mentions
+
+    nlp = build_nlp()
+    linker = nlp.get_pipe("m3el_linker")
+    numpy.random.seed(3)
+    spans, gold_ids = kb_mentions(linker, 4)
+    assert len(spans) == 4 and len(set(gold_ids)) == 4
+    for span, kb_id in zip(spans, gold_ids):
+        record = linker.kb.get_record(kb_id)
+        assert span.text == span.doc.text == record.name
+        assert get_image(span.doc, linker.image_attr) is not None
+    numpy.random.seed(3)
+    assert kb_mentions(linker, 4)[1] == gold_ids  # deterministic with the seed
+    assert len(kb_mentions(linker, 100)[1]) == len(linker.kb)  # at most every entity
+
+
+def test_kb_mentions_teach_entities_no_training_mention_names(build_nlp):
+    """Trained only on Q1, Q3, Q5, a linker without KB mentions links their image-only
+    siblings' mentions to them; with KB mentions it learns the siblings too."""
+    from ..pipeline.test_linker import accuracy
+    from ..util import make_examples, train
+
+    def seen_only(nlp):
+        return [
+            eg for eg in make_examples(nlp) if eg.reference.ents[0].kb_id_ in {"Q1", "Q3", "Q5"}
+        ]
+
+    results = {}
+    for n in (0, 6):
+        nlp = build_nlp(examples_factory=seen_only, component_overrides={"n_kb_mentions": n})
+        train(nlp, seen_only(nlp), steps=60)
+        unseen = [
+            eg
+            for eg in make_examples(nlp, per_entity=2, seed=1000)
+            if eg.reference.ents[0].kb_id_ in {"Q2", "Q4", "Q6"}
+        ]
+        results[n] = accuracy(nlp, unseen)
+    assert results[0] <= 0.5 and results[6] == 1.0, results
