@@ -45,15 +45,16 @@ def test_configs_are_valid(config):
     run(["-m", "spacy", "debug", "config", str(ROOT / "configs" / config)], cwd=ROOT)
 
 
-def test_spacy_train_runs_a_few_steps(small_corpus, tiny_clip):
-    out = small_corpus / "training"
+@pytest.mark.parametrize("config", ["demo.cfg", "demo-otmel.cfg", "demo-clip.cfg"])
+def test_spacy_train_runs_a_few_steps(small_corpus, tiny_clip, config):
+    out = small_corpus / f"training-{config}"
     corpus = small_corpus / "corpus"
     run(
         [
             "-m",
             "spacy",
             "train",
-            str(ROOT / "configs" / "demo.cfg"),
+            str(ROOT / "configs" / config),
             "--output",
             str(out),
             "--paths.train",
@@ -76,20 +77,25 @@ def test_spacy_train_runs_a_few_steps(small_corpus, tiny_clip):
     assert "nel_mrr" in meta["performance"]
     linker = nlp.get_pipe("m3el_linker")
     assert len(linker.kb) == SMALL_DEMO["n_names"] * SMALL_DEMO["entities_per_name"]
+    units = linker.net.units
+    assert units.fusion == (config == "demo-otmel.cfg")
+    assert units.late_interaction == (config != "demo-clip.cfg")
 
 
-def test_project_workflow_end_to_end(tmp_path):
+@pytest.mark.parametrize("config", ["demo.cfg", "demo-otmel.cfg"])
+def test_project_workflow_end_to_end(tmp_path, config):
     project = tmp_path / "project"
     project.mkdir()
     shutil.copy(ROOT / "project.yml", project)
     shutil.copytree(ROOT / "configs", project / "configs")
-    config = (project / "configs" / "demo.cfg").read_text()
-    config = config.replace("max_steps = 1000", "max_steps = 4").replace(
+    text = (project / "configs" / config).read_text()
+    text = text.replace("max_steps = 1000", "max_steps = 4").replace(
         "eval_frequency = 100", "eval_frequency = 2"
     )
-    (project / "configs" / "demo.cfg").write_text(config)
+    (project / "configs" / config).write_text(text)
     generate_demo_dataset(project / "assets" / "demo", seed=2, **SMALL_DEMO)
-    out = run(["-m", "spacy", "project", "run", "all", str(project)], cwd=project)
+    command = ["-m", "spacy", "project", "run", "all", str(project), "--vars.config", config]
+    out = run(command, cwd=project)
     assert "Built a tiny offline CLIP" in out
     assert (project / "training" / "model-best").is_dir()
     for name in ("demo", "demo-text-only"):
