@@ -20,6 +20,7 @@ What is measured (nothing here is estimated or hard-coded):
 """
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -32,7 +33,6 @@ from .common import (
     machine,
     median_run,
     mention_docs,
-    peak_rss_mib,
     write_section,
 )
 from .vit import stage1, stage2, synthetic_cache
@@ -151,7 +151,6 @@ def measure_pipeline(
     result: Dict[str, object] = {"linking": linking_speed(linker, docs, sizes)}
     examples = read_examples(nlp, corpus / "train.spacy")
     result["train_examples_per_s"] = training_speed(nlp, examples, batch_size)
-    result["peak_rss_mib"] = peak_rss_mib()
     return result
 
 
@@ -181,15 +180,12 @@ def report(
             "",
             "Trained pipelines (linking: encoder + stage 1 + stage 2 per mention):",
             "",
-            f"| system | train examples/s | {header} | peak RSS MiB |",
-            "|---|---:|" + "---:|" * len(sizes) + "---:|",
+            f"| system | train examples/s | {header} |",
+            "|---|---:|" + "---:|" * len(sizes),
         ]
         for name, result in pipelines.items():
             cells = " | ".join(f"{sum(result['linking'][size].values()):.2f}" for size in sizes)
-            lines.append(
-                f"| {name} | {result['train_examples_per_s']:.1f} | {cells} "
-                f"| {result['peak_rss_mib']:.0f} |"
-            )
+            lines.append(f"| {name} | {result['train_examples_per_s']:.1f} | {cells} |")
     return "\n".join(lines) + "\n"
 
 
@@ -221,7 +217,7 @@ def main(argv: Optional[List[str]] = None) -> str:
             pipelines[name] = measure_pipeline(
                 path, args.corpus, args.sizes, args.mentions, args.train_batch_size
             )
-    command = "python -m bench.otmel " + " ".join(argv if argv is not None else [])
+    command = "python -m bench.otmel " + " ".join(sys.argv[1:] if argv is None else argv)
     text = report(alignment_rows, pipelines, command.strip())
     print(text)
     if args.output is not None:

@@ -196,4 +196,4 @@ def test_otmel_smoke(demo_work, tmp_path, repository_report_unchanged, no_networ
     assert len(rows) == 2
     for row in rows:
         cells = [float(cell) for cell in row.strip("|").split("|")[1:]]
-        assert len(cells) == 4 and all(value > 0 for value in cells)
+        assert len(cells) == 3 and all(value > 0 for value in cells)

@@ -167,12 +167,16 @@ class StudentAttention(nn.Module):
             nn.Linear(width, width), nn.Tanh(), nn.Linear(width, 1, bias=False)
         )
 
-    def forward(self, similarity: torch.Tensor, query: torch.Tensor, key: torch.Tensor):
-        """Row logits (used to align) and column logits (used only in the loss)."""
+    def forward(
+        self, similarity: torch.Tensor, query: torch.Tensor, key: torch.Tensor, columns: bool = True
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Row logits (used to align) and column logits (used only in the loss; None
+        unless ``columns``)."""
         base = similarity / self.log_tau.exp()
         rows = base + self.key_bias(key).squeeze(-1).unsqueeze(-2)
-        cols = base + self.query_bias(query).squeeze(-1).unsqueeze(-1)
-        return rows, cols
+        if not columns:
+            return rows, None
+        return rows, base + self.query_bias(query).squeeze(-1).unsqueeze(-1)
 
 
 def _masked_kl(
@@ -260,7 +264,7 @@ class OTAlignment(nn.Module):
     def _student_weights(self, similarity, query, key, cols_real) -> torch.Tensor:
         if self.student is None:  # pragma: no cover - prevented by OTSettings
             raise RuntimeError("predict_with = 'student' needs a trained student.")
-        rows, _ = self.student(similarity, query, key)
+        rows, _ = self.student(similarity, query, key, columns=False)
         return row_stochastic(rows.masked_fill(~cols_real.unsqueeze(-2), LOG_ZERO), cols_real)
 
     def _distil(self, log_plan, similarity, query, key, rows_real, cols_real) -> None:
