@@ -14,6 +14,17 @@ AlignmentFactory = Callable[[int], nn.Module]
 NEG_INF = -1e9
 
 
+def grouped_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` where a is [n, G, M, k] and b [n, 1, k, N] (one b per group of a's rows),
+    computed as one [n, G*M, k] @ [n, k, N] product: broadcasting would copy b G times."""
+    if a.dim() == 4 and b.dim() == 4 and b.shape[1] == 1 and a.shape[1] > 1:
+        n, groups, rows, _ = a.shape
+        return torch.matmul(a.reshape(n, groups * rows, -1), b[:, 0]).view(
+            n, groups, rows, b.shape[-1]
+        )
+    return torch.matmul(a, b)
+
+
 def masked_mean(x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
     """Mean over dim 1 of x [n, L, h] counting only positions where mask [n, L] is True."""
     if mask is None:
@@ -42,12 +53,12 @@ class AttentionAlignment(nn.Module):
     ) -> torch.Tensor:
         """Values gathered per query; leading dims broadcast. query_mask is unused here
         (a padded query's output is ignored downstream) but part of the alignment call."""
-        logits = torch.matmul(query, key.transpose(-1, -2)) * self.scale
+        logits = grouped_matmul(query, key.transpose(-1, -2)) * self.scale
         if key_mask is None:
-            return torch.matmul(logits.softmax(dim=-1), value)
+            return grouped_matmul(logits.softmax(dim=-1), value)
         mask = key_mask.unsqueeze(-2)
         weights = logits.masked_fill(~mask, NEG_INF).softmax(dim=-1) * mask.to(logits.dtype)
-        return torch.matmul(weights, value)
+        return grouped_matmul(weights, value)
 
 
 def attention_alignment(scale: bool = True) -> AlignmentFactory:

@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .layers import grouped_matmul
+
 # Log-mass of what may carry none (padding). Finite, so no -inf - -inf = NaN arises.
 LOG_ZERO = -1e4
 PREDICT_WITH = ("teacher", "student")
@@ -221,11 +223,11 @@ class OTAlignment(nn.Module):
     def similarity(self, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
         if self.settings.cost == "cosine":
             # (cos + 1) / 2: the negative of the reference's cost (1 - cos) / 2, in [0, 1].
-            cos = torch.matmul(
+            cos = grouped_matmul(
                 F.normalize(query, dim=-1), F.normalize(key, dim=-1).transpose(-1, -2)
             )
             return (cos + 1) / 2
-        return torch.matmul(query, key.transpose(-1, -2)) * self.width**-0.5
+        return grouped_matmul(query, key.transpose(-1, -2)) * self.width**-0.5
 
     def forward(
         self,
@@ -244,7 +246,7 @@ class OTAlignment(nn.Module):
             weights = self._student_weights(similarity, query, key, cols_real)
         else:
             weights = self._teacher_weights(similarity, query, key, rows_real, cols_real)
-        return torch.matmul(weights, value)
+        return grouped_matmul(weights.to(value.dtype), value)
 
     def _teacher_weights(self, similarity, query, key, rows_real, cols_real) -> torch.Tensor:
         settings = self.settings
@@ -269,19 +271,16 @@ class OTAlignment(nn.Module):
 
     def _distil(self, log_plan, similarity, query, key, rows_real, cols_real) -> None:
         lead = similarity.shape[:-2]
-        parts = [
-            log_plan,
-            similarity,
-            query.detach().expand(lead + query.shape[-2:]),
-            key.detach().expand(lead + key.shape[-2:]),
-            rows_real,
-            cols_real,
-        ]
-        parts = [part.reshape((-1,) + part.shape[len(lead) :]) for part in parts]
-        sample = self.settings.distillation_sample
-        if 0 < sample < parts[0].shape[0]:
-            chosen = torch.randperm(parts[0].shape[0], device=log_plan.device)[:sample]
-            parts = [part[chosen] for part in parts]
+        parts = [log_plan, similarity, query.detach(), key.detach(), rows_real, cols_real]
+        total, sample = math.prod(lead), self.settings.distillation_sample
+        if 0 < sample < total:
+            # Index each tensor on its own (possibly broadcast) leading dims: expanding the
+            # keys to every (mention, entity) pair first would copy them per pair.
+            chosen = torch.randperm(total, device=log_plan.device)[:sample]
+            index = torch.unravel_index(chosen, lead)
+            parts = [_take(part, index) for part in parts]
+        else:
+            parts = [_flat(part, lead) for part in parts]
         log_plan, similarity, query, key, rows_real, cols_real = parts
         rows, cols = self.student(similarity, query, key)
         pair = rows_real.unsqueeze(-1) & cols_real.unsqueeze(-2)
@@ -298,6 +297,22 @@ class OTAlignment(nn.Module):
         total = torch.stack(self._pending).sum()
         self._pending = []
         return total
+
+
+def _take(x: torch.Tensor, index: Tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """The items ``index`` (one tensor per leading dim) of x, whose size-1 leading dims
+    broadcast; x may have fewer dims before its last two (rows, features) or one (masks)."""
+    offset = len(index)
+    tail = x.dim() - offset
+    if tail < 1:
+        raise ValueError(f"cannot index {tuple(x.shape)} on {offset} leading dims")
+    picks = tuple(i if x.shape[d] > 1 else torch.zeros_like(i) for d, i in enumerate(index))
+    return x[picks]
+
+
+def _flat(x: torch.Tensor, lead: torch.Size) -> torch.Tensor:
+    rest = x.shape[len(lead) :]
+    return x.expand(lead + rest).reshape((-1,) + rest)
 
 
 def ot_alignment(settings: OTSettings) -> Callable[[int], nn.Module]:

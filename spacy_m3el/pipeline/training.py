@@ -232,18 +232,18 @@ def kb_mentions(component: Any, n: int) -> Tuple[List[Span], List[str]]:
     (numpy's global generator, seeded by spaCy).
 
     Each is a doc whose text is the entity's name, one span over it and one of the
-    entity's images (``component.image_attr``). Entities whose image cannot be read
-    are left out.
+    entity's images (``component.image_attr``). Entities with a blank name or no
+    readable image are left out. Only used when the model uses images.
     """
     kb = component.kb
-    ids = sorted(kb.get_entity_strings())
+    records = sorted(
+        (r for r in kb.records() if r.images and r.name.split()), key=lambda r: r.kb_id
+    )
     spans, gold_ids = [], []
-    for i in numpy.random.permutation(len(ids)):
+    for i in numpy.random.permutation(len(records)):
         if len(spans) == n:
             break
-        record = kb.get_record(ids[i])
-        if not record.images:
-            continue
+        record = records[i]
         image = component.images.entity_image(kb, record, random_image_choice(len(record.images)))
         if image is None:
             continue

@@ -356,3 +356,15 @@ def test_cross_modal_unit_gradients_reach_all_inputs():
         inputs["text_tokens"].grad[~inputs["text_mask"]],
         torch.zeros(int((~inputs["text_mask"]).sum()), TEXT_T),
     )
+
+
+def test_grouped_matmul_equals_broadcasting_without_copying_the_shared_operand():
+    import torch
+
+    from spacy_m3el.ml.layers import grouped_matmul
+
+    torch.manual_seed(0)
+    a, b = torch.randn(3, 5, 4, 6), torch.randn(3, 1, 6, 7)
+    torch.testing.assert_close(grouped_matmul(a, b), torch.matmul(a, b))
+    c = torch.randn(3, 6, 7)
+    torch.testing.assert_close(grouped_matmul(a[:, 0], c), torch.matmul(a[:, 0], c))

@@ -58,6 +58,9 @@ def test_kb_mentions_are_entities_named_and_pictured_by_the_kb(build_nlp):
     numpy.random.seed(3)
     assert kb_mentions(linker, 4)[1] == gold_ids  # deterministic with the seed
     assert len(kb_mentions(linker, 100)[1]) == len(linker.kb)  # at most every entity
+    blank = numpy.zeros((8, 8, 3), dtype=numpy.uint8)
+    linker.kb.add_multimodal_entity("Q99", "  ", "no name", [blank])
+    assert "Q99" not in kb_mentions(linker, 100)[1]  # a blank name cannot be a mention
 
 
 def test_kb_mentions_teach_entities_no_training_mention_names(build_nlp):
