@@ -34,7 +34,7 @@ from .mining import NegativeMiner
 from .ranking import DocPrediction, Ranking, choose, install_span_extension, rerank, score_all
 from .serialization import LinkerSerialization
 from .settings import check_settings
-from .training import component_training_batch, gold_ents_scorer, with_gold_ents, with_images
+from .training import component_training_batch, gold_ents_scorer, training_examples
 
 __all__ = ["CACHE_FILE", "DocPrediction", "M3ELLinker", "Ranking"]
 
@@ -422,7 +422,7 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
         losses.setdefault(self.name, 0.0)
         validate_examples(examples, "M3ELLinker.update")
         self.validate_kb()
-        batch = component_training_batch(self, self._prepare(list(examples)))
+        batch = component_training_batch(self, training_examples(self, list(examples)))
         if batch is None:
             return losses
         outputs, backprop = self.model.begin_update(batch)
@@ -436,12 +436,6 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
         super().finish_update(sgd)
         self.index.model_changed()
         self.miner.model_updated()
-
-    def _prepare(self, examples: List[Example]) -> List[Example]:
-        """With use_gold_ents, the gold entities on (copies of) the predicted docs; images too."""
-        if self.use_gold_ents:
-            examples = with_gold_ents(examples)
-        return with_images(examples, self.image_attr)
 
     def get_loss(self, examples: Iterable[Example], scores: Any) -> Tuple[float, Any]:
         """The loss is computed inside the network (see ``update``)."""

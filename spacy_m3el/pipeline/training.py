@@ -33,6 +33,13 @@ def with_images(examples: List[Example], attr: str) -> List[Example]:
     return examples
 
 
+def training_examples(component: Any, examples: List[Example]) -> List[Example]:
+    """With ``use_gold_ents``, the gold entities on (copies of) the predicted docs; images too."""
+    if component.use_gold_ents:
+        examples = with_gold_ents(examples)
+    return with_images(examples, component.image_attr)
+
+
 def gold_ents_scorer(component: Any, scorer: Callable[..., Dict[str, Any]]) -> Callable:
     """Wrap a scorer so it sees the component's images and, with use_gold_ents, gold spans.
 

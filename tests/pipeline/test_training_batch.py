@@ -22,13 +22,13 @@ def test_swaps_take_a_same_name_siblings_image_else_the_next_one():
 
 
 def test_batch_with_swaps_trains_and_adds_one_column_per_gold(build_nlp):
-    from spacy_m3el.pipeline.training import component_training_batch
+    from spacy_m3el.pipeline.training import component_training_batch, training_examples
 
     from ..util import make_examples
 
     nlp = build_nlp(component_overrides={"image_swap_negatives": True})
     linker = nlp.get_pipe("m3el_linker")
-    examples = linker._prepare(make_examples(nlp)[:4])
+    examples = training_examples(linker, make_examples(nlp)[:4])
     with_swaps = component_training_batch(linker, examples)
     linker.image_swap_negatives = False
     plain = component_training_batch(linker, examples)
