@@ -15,22 +15,92 @@ NEG_INF = -1e9
 
 
 def grouped_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a @ b`` where a is [n, G, M, k] and b [n, 1, k, N] (one b per group of a's rows),
-    computed as one [n, G*M, k] @ [n, k, N] product: broadcasting would copy b G times."""
+    """``a @ b`` where a is [n, G, M, k] (or [1, G, M, k]) and b [n, 1, k, N] (one b per
+    group of a's rows), computed as one [n, G*M, k] @ [n, k, N] product: broadcasting
+    would copy b G times."""
     if a.dim() == 4 and b.dim() == 4 and b.shape[1] == 1 and a.shape[1] > 1:
-        n, groups, rows, _ = a.shape
-        return torch.matmul(a.reshape(n, groups * rows, -1), b[:, 0]).view(
-            n, groups, rows, b.shape[-1]
-        )
+        _, groups, rows, _ = a.shape
+        product = torch.matmul(a.reshape(a.shape[0], groups * rows, -1), b[:, 0])
+        return product.view(-1, groups, rows, b.shape[-1])
     return torch.matmul(a, b)
 
 
+def take_rows(x: torch.Tensor, index: Optional[torch.Tensor]) -> torch.Tensor:
+    """The rows of x scored per mention: ``x[index]`` ([n, C, ...]), or with index None
+    (every mention against every row) all of x as [1, N, ...], broadcast, not copied."""
+    return x.unsqueeze(0) if index is None else x[index]
+
+
+def pair_dot(m: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    """Dot products [n, C] of m [n, h] with e [n, C, h] (or [1, C, h]: one GEMM)."""
+    if e.shape[0] == 1:
+        return m @ e[0].transpose(0, 1)
+    return torch.einsum("nh,nch->nc", m, e)
+
+
 def masked_mean(x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
-    """Mean over dim 1 of x [n, L, h] counting only positions where mask [n, L] is True."""
+    """Mean over dim -2 of x [..., L, h] counting only positions where mask [..., L]
+    (broadcast to x's leading dims) is True."""
     if mask is None:
-        return x.mean(dim=1)
-    weights = mask.to(x.dtype).unsqueeze(-1)
-    return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+        return x.mean(dim=-2)
+    weights = mask.to(x.dtype).unsqueeze(-2)
+    return (weights @ x).squeeze(-2) / weights.sum(dim=-1).clamp(min=1.0)
+
+
+def outer_attention_weights(
+    query: torch.Tensor, key: torch.Tensor, key_mask: Optional[torch.Tensor], scale: float
+) -> torch.Tensor:
+    """Attention weights [C, L, n, K] of every query set (query [C, L, h]) over every key
+    set (key [n, K, h], key_mask [n, K]).
+
+    The logits of all pairs come from one [C*L, h] @ [h, n*K] product instead of n
+    batched products over gathered copies of the queries (training scores every mention
+    against every batch entity). A query set whose keys are all masked gets zero weights.
+    """
+    sets, length, width = query.shape
+    n, k = key.shape[:2]
+    queries, keys = (query * scale).reshape(sets * length, width), key.reshape(n * k, -1).t()
+    if key_mask is None or bool(key_mask.all()):
+        return (queries @ keys).view(sets, length, n, k).softmax(dim=-1)
+    # The mask enters as an additive bias fused into the product: no pass over the
+    # logits forward or backward.
+    bias = torch.zeros(key_mask.shape, dtype=queries.dtype, device=queries.device)
+    bias = bias.masked_fill(~key_mask, NEG_INF).reshape(1, n * k)
+    weights = torch.addmm(bias, queries, keys).view(sets, length, n, k).softmax(dim=-1)
+    has_keys = key_mask.any(dim=-1, keepdim=True)
+    return weights if bool(has_keys.all()) else weights * has_keys.to(weights.dtype)
+
+
+def outer_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    key_mask: Optional[torch.Tensor],
+    scale: float,
+) -> torch.Tensor:
+    """Every query set (query [C, L, h]) attending over every key set (key and value
+    [n, K, h], key_mask [n, K]) -> [n, C, L, h']."""
+    weights = outer_attention_weights(query, key, key_mask, scale)
+    return torch.einsum("clnk,nkh->nclh", weights, value)
+
+
+def pooled_outer_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    key_mask: Optional[torch.Tensor],
+    query_mask: torch.Tensor,
+    scale: float,
+) -> torch.Tensor:
+    """The mean over each query set's real queries (query_mask [C, L]) of
+    :func:`outer_attention` -> [n, C, h']: the weights are averaged before they gather
+    the values, so the [n, C, L, h'] outputs are never formed."""
+    weights = outer_attention_weights(query, key, key_mask, scale)
+    real = query_mask.to(weights.dtype)
+    pooled = torch.einsum("clnk,cl->cnk", weights, real) / real.sum(-1).clamp(min=1.0)[
+        :, None, None
+    ]
+    return torch.einsum("cnk,nkh->nch", pooled, value)
 
 
 class AttentionAlignment(nn.Module):
@@ -53,12 +123,36 @@ class AttentionAlignment(nn.Module):
     ) -> torch.Tensor:
         """Values gathered per query; leading dims broadcast. query_mask is unused here
         (a padded query's output is ignored downstream) but part of the alignment call."""
+        if _is_outer(query, key):
+            mask = None if key_mask is None else key_mask[:, 0]
+            return outer_attention(query[0], key[:, 0], value[:, 0], mask, self.scale)
         logits = grouped_matmul(query, key.transpose(-1, -2)) * self.scale
         if key_mask is None:
             return grouped_matmul(logits.softmax(dim=-1), value)
         mask = key_mask.unsqueeze(-2)
         weights = logits.masked_fill(~mask, NEG_INF).softmax(dim=-1) * mask.to(logits.dtype)
         return grouped_matmul(weights, value)
+
+    def pooled(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        key_mask: Optional[torch.Tensor],
+        query_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """The mean of :meth:`forward`'s output over the real queries (dim -2 removed)."""
+        if _is_outer(query, key):
+            mask = None if key_mask is None else key_mask[:, 0]
+            return pooled_outer_attention(
+                query[0], key[:, 0], value[:, 0], mask, query_mask[0], self.scale
+            )
+        return masked_mean(self(query, key, value, key_mask, query_mask), query_mask)
+
+
+def _is_outer(query: torch.Tensor, key: torch.Tensor) -> bool:
+    """Queries [1, C, L, h] against keys [n, 1, K, h]: every query set with every key set."""
+    return query.dim() == 4 and key.dim() == 4 and query.shape[0] == 1 and key.shape[1] == 1
 
 
 def attention_alignment(scale: bool = True) -> AlignmentFactory:
@@ -111,29 +205,29 @@ class IntraModalUnit(nn.Module):
             return {"g": global_}
         return {"g": global_, "q": self.query(tokens), "c": self.global_proj(global_), "mask": mask}
 
-    def score(self, m: dict, e: dict, entity_index: torch.Tensor) -> torch.Tensor:
-        """Scores [n, C] of each mention i against the entities entity_index[i] ([n, C])."""
+    def score(self, m: dict, e: dict, entity_index: Optional[torch.Tensor]) -> torch.Tensor:
+        """Scores [n, C] of each mention i against the entities entity_index[i] ([n, C];
+        None: every entity)."""
         bi_encoder, late = self.score_parts(m, e, entity_index)
         return bi_encoder if late is None else bi_encoder + late
 
     def score_parts(
-        self, m: dict, e: dict, entity_index: torch.Tensor
+        self, m: dict, e: dict, entity_index: Optional[torch.Tensor]
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """The weighted G2G (bi-encoder) and G2L (late interaction, or None) terms, each [n, C]."""
-        n, c = entity_index.shape
-        g2g = torch.einsum("nh,nch->nc", m["g"], e["g"][entity_index])
+        g2g = pair_dot(m["g"], take_rows(e["g"], entity_index))
         if not self.late_interaction:
             return g2g, None
-        # All of a mention's candidates align with its tokens in one call:
-        # queries [n, C, L, h] against keys [n, 1, K, h].
-        queries, query_mask = e["q"][entity_index], e["mask"][entity_index]
-        attended = self.align(
-            queries, m["k"].unsqueeze(1), m["v"].unsqueeze(1), m["mask"].unsqueeze(1), query_mask
-        )
-        context = self.context_norm(
-            masked_mean(attended.flatten(0, 1), query_mask.flatten(0, 1))
-        ).view(n, c, -1)
-        g2l = (e["c"][entity_index] * context).sum(-1)
+        # All of a mention's candidates align with its tokens in one call: queries
+        # [n, C, L, h] ([1, N, L, h] for every entity) against keys [n, 1, K, h].
+        queries, query_mask = take_rows(e["q"], entity_index), take_rows(e["mask"], entity_index)
+        inputs = (queries, m["k"].unsqueeze(1), m["v"].unsqueeze(1), m["mask"].unsqueeze(1))
+        if hasattr(self.align, "pooled"):  # an alignment that can pool without the outputs
+            pooled = self.align.pooled(*inputs, query_mask)
+        else:
+            pooled = masked_mean(self.align(*inputs, query_mask), query_mask)
+        context = self.context_norm(pooled)
+        g2l = (take_rows(e["c"], entity_index) * context).sum(-1)
         return self.global_weight * g2g, (1 - self.global_weight) * g2l
 
 

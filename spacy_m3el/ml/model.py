@@ -137,11 +137,12 @@ class M3ELModel(Model):
         return self._call(M3ELNet.encode, role=role, features=features)
 
     def score_candidates(
-        self, mentions: SideArrays, entities: SideArrays, entity_index: numpy.ndarray
+        self, mentions: SideArrays, entities: SideArrays, entity_index: Optional[numpy.ndarray]
     ) -> Dict[str, numpy.ndarray]:
         """Every part of the score of mention i against the entities ``entity_index[i]``.
 
-        entity_index (numpy.ndarray[n, C]): Rows of ``entities`` to score per mention.
+        entity_index (Optional[numpy.ndarray[n, C]]): Rows of ``entities`` to score per
+            mention; None scores every mention against every row.
         RETURNS (Dict[str, numpy.ndarray[n, C]]): ``"score"``, one entry per
             enabled unit and ``"<unit>.ok"`` availability masks.
         """
@@ -151,17 +152,17 @@ class M3ELModel(Model):
             M3ELNet.score_candidates,
             mentions=mentions,
             entities=entities,
-            entity_index=numpy.asarray(entity_index, dtype="int64"),
+            entity_index=_index(entity_index),
         )
 
     def score(
-        self, mentions: SideArrays, entities: SideArrays, entity_index: numpy.ndarray
+        self, mentions: SideArrays, entities: SideArrays, entity_index: Optional[numpy.ndarray]
     ) -> numpy.ndarray:
         """The M3EL score of mention i against the entities ``entity_index[i]``, [n, C]."""
         return self.score_candidates(mentions, entities, entity_index)["score"]
 
     def bi_encoder_score(
-        self, mentions: SideArrays, entities: SideArrays, entity_index: numpy.ndarray
+        self, mentions: SideArrays, entities: SideArrays, entity_index: Optional[numpy.ndarray]
     ) -> numpy.ndarray:
         """The part of the score that stage-1 retrieval searches, [n, C]."""
         from .network import M3ELNet
@@ -170,7 +171,7 @@ class M3ELModel(Model):
             M3ELNet.bi_encoder_score,
             mentions=mentions,
             entities=entities,
-            entity_index=numpy.asarray(entity_index, dtype="int64"),
+            entity_index=_index(entity_index),
         )
 
     def fingerprint(self) -> str:
@@ -245,6 +246,10 @@ def _forward(
             backprop_net(None)
 
     return outputs, backprop
+
+
+def _index(entity_index: Optional[numpy.ndarray]) -> Optional[numpy.ndarray]:
+    return None if entity_index is None else numpy.asarray(entity_index, dtype="int64")
 
 
 def _init(model: M3ELModel, X: Any = None, Y: Any = None) -> None:

@@ -24,7 +24,7 @@ from torch import nn
 from .bi_encoder import HAS_IMAGE, RetrievalPart, RetrievalSpec
 from .encoder import CLIPEncoder, EncoderOutput
 from .fusion import FusionUnit
-from .layers import AlignmentFactory, CrossModalUnit, IntraModalUnit
+from .layers import AlignmentFactory, CrossModalUnit, IntraModalUnit, pair_dot, take_rows
 from .losses import intra_modal_contrastive, masked_cross_entropy
 from .missing_images import MissingImageFill, UnitCombination
 from .transport import auxiliary_losses
@@ -204,17 +204,21 @@ class M3ELNet(nn.Module):
     # Scores ----------------------------------------------------------------
 
     def score_candidates(
-        self, mentions: Side, entities: Side, entity_index: torch.Tensor
+        self, mentions: Side, entities: Side, entity_index: Optional[torch.Tensor]
     ) -> Dict[str, torch.Tensor]:
         """Scores of each mention i against the entities ``entity_index[i]``.
 
-        entity_index (LongTensor[n, C]): rows of ``entities`` to score per mention.
+        entity_index (Optional[LongTensor[n, C]]): rows of ``entities`` to score per
+            mention; None scores every mention against every row (C = all rows), without
+            gathering copies of the entities.
         RETURNS (Dict[str, Tensor[n, C]]): one entry per enabled unit, ``"<unit>.ok"``
             availability masks for image units, and the overall ``"score"``
             (``UnitCombination``: the mean of the units available for each pair,
             or with the "calibrated" policy the calibrated mean over all units).
         """
-        both_images = mentions[HAS_IMAGE].unsqueeze(1) & entities[HAS_IMAGE][entity_index]
+        both_images = mentions[HAS_IMAGE].unsqueeze(1) & take_rows(
+            entities[HAS_IMAGE], entity_index
+        )
         scores: Dict[str, torch.Tensor] = {}
         for unit in self.units.enabled:
             bi_term, late = self._unit_terms(unit, mentions, entities, entity_index)
@@ -228,22 +232,24 @@ class M3ELNet(nn.Module):
         return scores
 
     def bi_encoder_score(
-        self, mentions: Side, entities: Side, entity_index: torch.Tensor
+        self, mentions: Side, entities: Side, entity_index: Optional[torch.Tensor]
     ) -> torch.Tensor:
         """The dot-product terms of the units available for each pair, summed ([n, C]).
 
         This is the part of the score that :attr:`retrieval_spec` turns into
         vectors; the score is ``(bi_encoder + late interaction) / units``.
         """
-        both_images = mentions[HAS_IMAGE].unsqueeze(1) & entities[HAS_IMAGE][entity_index]
-        total = torch.zeros(entity_index.shape, device=entity_index.device)
+        both_images = mentions[HAS_IMAGE].unsqueeze(1) & take_rows(
+            entities[HAS_IMAGE], entity_index
+        )
+        total = torch.zeros(both_images.shape, device=both_images.device)
         for unit in self.units.enabled:
             bi_term, _ = self._unit_terms(unit, mentions, entities, entity_index)
             total = total + (bi_term * both_images if unit in IMAGE_UNITS else bi_term)
         return total
 
     def _unit_terms(
-        self, unit: str, mentions: Side, entities: Side, entity_index: torch.Tensor
+        self, unit: str, mentions: Side, entities: Side, entity_index: Optional[torch.Tensor]
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """A unit's weighted dot-product term and its late-interaction term (or None)."""
         if unit in ("text", "image"):
@@ -252,14 +258,12 @@ class M3ELNet(nn.Module):
         key, weight = (
             ("fusion.f", FusionUnit.SCORE_WEIGHT) if unit == "fusion" else (f"cross.{unit}", 1.0)
         )
-        dot = torch.einsum("nh,nch->nc", mentions[key], entities[key][entity_index])
+        dot = pair_dot(mentions[key], take_rows(entities[key], entity_index))
         return weight * dot, None
 
     def score_matrix(self, mentions: Side, entities: Side) -> Dict[str, torch.Tensor]:
         """All-pairs scores, each of shape [B, N]."""
-        n_m, n_e = mentions[HAS_IMAGE].shape[0], entities[HAS_IMAGE].shape[0]
-        every = torch.arange(n_e, device=mentions[HAS_IMAGE].device).expand(n_m, n_e)
-        return self.score_candidates(mentions, entities, every)
+        return self.score_candidates(mentions, entities, None)
 
     # Training --------------------------------------------------------------
 

@@ -96,8 +96,7 @@ def score_all(
     scores = numpy.zeros((n_mentions, n_entities), dtype="float32")
     for start in range(0, n_entities, entity_chunk_size):
         rows = list(range(start, min(start + entity_chunk_size, n_entities)))
-        every = numpy.broadcast_to(numpy.arange(len(rows)), (n_mentions, len(rows)))
-        scores[:, start : start + len(rows)] = model.score(mentions, cache.side_rows(rows), every)
+        scores[:, start : start + len(rows)] = model.score(mentions, cache.side_rows(rows), None)
     return scores
 
 

@@ -368,3 +368,58 @@ def test_grouped_matmul_equals_broadcasting_without_copying_the_shared_operand()
     torch.testing.assert_close(grouped_matmul(a, b), torch.matmul(a, b))
     c = torch.randn(3, 6, 7)
     torch.testing.assert_close(grouped_matmul(a[:, 0], c), torch.matmul(a[:, 0], c))
+
+
+def test_grouped_matmul_broadcasts_one_query_group_over_every_key_set():
+    from spacy_m3el.ml.layers import grouped_matmul
+
+    a, b = torch.randn(1, 5, 4, 6), torch.randn(3, 1, 6, 7)
+    torch.testing.assert_close(grouped_matmul(a, b), torch.matmul(a, b))
+
+
+def _attention_inputs(sets=4, length=5, n=3, keys=6):
+    query = torch.randn(sets, length, H, requires_grad=True)
+    key = torch.randn(n, keys, H, requires_grad=True)
+    value = torch.randn(n, keys, H, requires_grad=True)
+    mask = random_mask(n, keys)
+    mask[2] = False  # a mention whose keys are all masked
+    return query, key, value, mask
+
+
+@pytest.mark.parametrize("masked", [True, False])
+def test_every_query_set_against_every_key_set_equals_the_gathered_attention(masked):
+    """[1, C, L, h] queries against [n, 1, K, h] keys (training's all-pairs scores, one GEMM)
+    give the values and gradients of the same queries gathered per mention."""
+    attention = AttentionAlignment(H)
+    query, key, value, mask = _attention_inputs()
+    mask = mask if masked else None
+    inputs = (key.unsqueeze(1), value.unsqueeze(1), None if mask is None else mask.unsqueeze(1))
+    outer = attention(query.unsqueeze(0), *inputs)
+    gathered = attention(query.unsqueeze(0).expand(3, -1, -1, -1).clone(), *inputs)
+    assert outer.shape == gathered.shape == (3, 4, 5, H)
+    torch.testing.assert_close(outer, gathered)
+    if masked:
+        assert torch.equal(outer[2], torch.zeros(4, 5, H))
+    weights = torch.randn_like(outer)
+    grads = [torch.autograd.grad((out * weights).sum(), (query, key, value)) for out in (outer, gathered)]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("outer", [True, False])
+def test_pooled_attention_is_the_masked_mean_of_the_attended_values(outer):
+    attention = AttentionAlignment(H)
+    query, key, value, key_mask = _attention_inputs()
+    query_mask = random_mask(4, 5)
+    queries, query_masks = query.unsqueeze(0), query_mask.unsqueeze(0)
+    if not outer:
+        queries, query_masks = queries.expand(3, -1, -1, -1), query_masks.expand(3, -1, -1)
+    inputs = (queries, key.unsqueeze(1), value.unsqueeze(1), key_mask.unsqueeze(1))
+    pooled = attention.pooled(*inputs, query_masks)
+    expected = masked_mean(attention(*inputs, query_masks), query_masks)
+    assert pooled.shape == (3, 4, H)
+    torch.testing.assert_close(pooled, expected)
+    weights = torch.randn_like(pooled)
+    grads = [torch.autograd.grad((out * weights).sum(), (query, key, value)) for out in (pooled, expected)]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)

@@ -220,6 +220,38 @@ def test_scoring_candidates_agrees_with_the_score_matrix(net):
         torch.testing.assert_close(forward[key], value)
 
 
+def gathered_matrix(net, mentions, entities):
+    """All-pairs scores computed through an explicit index (a gathered copy of the entities)."""
+    n, n_entities = len(mentions["has_image"]), len(entities["has_image"])
+    return net.score_candidates(mentions, entities, torch.arange(n_entities).expand(n, n_entities))
+
+
+def assert_all_pairs_match_gathered_scores_and_gradients(net, encoder):
+    """The loss's all-pairs path (no entity index) gives the scores and gradients of the
+    same pairs scored through an explicit index."""
+    inputs = batch(encoder, (True, False, True))
+    results = []
+    for score in (net.score_matrix, lambda m, e: gathered_matrix(net, m, e)):
+        net.zero_grad()
+        mentions = net.encode("mention", inputs["mention_features"])
+        entities = net.encode("entity", inputs["entity_features"])
+        scores = score(mentions, entities)
+        F.cross_entropy(scores["score"], inputs["labels"]).backward()
+        grads = {k: p.grad.clone() for k, p in net.named_parameters() if p.grad is not None}
+        results.append(({k: v.detach() for k, v in scores.items()}, grads))
+    (outer, outer_grads), (gathered, gathered_grads) = results
+    for key, value in gathered.items():
+        torch.testing.assert_close(outer[key], value, atol=1e-5, rtol=1e-5)
+    assert outer_grads.keys() == gathered_grads.keys()
+    for key, value in gathered_grads.items():
+        torch.testing.assert_close(outer_grads[key], value, atol=1e-5, rtol=1e-4)
+
+
+def test_all_pairs_scores_and_gradients_equal_the_gathered_ones(loaded_encoder):
+    net = make_net(loaded_encoder)
+    assert_all_pairs_match_gathered_scores_and_gradients(net, net.encoder)
+
+
 def test_scores_do_not_depend_on_batch_padding(net):
     """A short mention scores the same alone and in a batch with a longer text (more padding)."""
     with torch.no_grad():

@@ -7,7 +7,15 @@ import torch
 from spacy_m3el.ml import transport
 from spacy_m3el.ml.transport import OTSettings, ot_alignment
 
-from .test_network import TEXTS, _numpy, batch, features, grad_norm, make_net
+from .test_network import (
+    TEXTS,
+    _numpy,
+    assert_all_pairs_match_gathered_scores_and_gradients,
+    batch,
+    features,
+    grad_norm,
+    make_net,
+)
 
 OTMEL_UNITS = dict(t2v=False, v2t=False, fusion=True)
 DISTIL = OTSettings(distillation_weight=0.5, iterations=3)
@@ -111,3 +119,11 @@ def test_the_fusion_unit_reads_both_modalities(loaded_encoder):
     assert base.shape == (2, 32)
     assert not torch.allclose(base, other_text)
     assert torch.allclose(base[0], other_image[0]) and not torch.allclose(base[1], other_image[1])
+
+
+@pytest.mark.parametrize(
+    "settings", [DEFAULT, OTSettings(predict_with="student", distillation_weight=0.5)]
+)
+def test_ot_all_pairs_scores_and_gradients_equal_the_gathered_ones(loaded_encoder, settings):
+    net = ot_net(loaded_encoder, settings, **OTMEL_UNITS)
+    assert_all_pairs_match_gathered_scores_and_gradients(net, net.encoder)
