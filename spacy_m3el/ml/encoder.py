@@ -4,11 +4,13 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy
 import torch
 from torch import nn
+
+from .pixels import PreparedPixels, finish_pixels
 
 
 def _single_thread_after_fork() -> None:
@@ -19,6 +21,8 @@ def _single_thread_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_single_thread_after_fork)
+
+TOKEN_CACHE_SIZE = 200_000
 
 TOKENIZER_FILES = (
     "vocab.json",
@@ -84,6 +88,7 @@ class CLIPEncoder(nn.Module):
         self.tokenizer = None
         self.image_processor = None
         self._blank: Optional[numpy.ndarray] = None
+        self._token_ids: Dict[str, Tuple[int, ...]] = {}
 
     @property
     def is_loaded(self) -> bool:
@@ -115,6 +120,7 @@ class CLIPEncoder(nn.Module):
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self._blank = None
+        self._token_ids = {}
         self.max_length = min(self.max_length, clip.config.text_config.max_position_embeddings)
 
     def _check_widths(self, config) -> None:
@@ -190,33 +196,67 @@ class CLIPEncoder(nn.Module):
     def featurize(
         self, texts: Sequence[str], images: Sequence[Optional[object]]
     ) -> Dict[str, numpy.ndarray]:
-        """Tokenize texts and preprocess images (PIL RGB images or None).
+        """Tokenize texts and preprocess images (PIL RGB images, :class:`PreparedPixels`
+        from an image store, which only need rescaling and normalising, or None).
 
         RETURNS (Dict[str, numpy.ndarray]): ``input_ids``, ``attention_mask``,
             ``pixel_values`` (only for the items that have an image) and
             ``has_image``.
         """
         self._require_loaded()
-        tokens = self.tokenizer(
-            list(texts),
-            padding="longest",
-            truncation=True,
-            max_length=self.max_length,
-            return_tensors="np",
-        )
+        input_ids, attention_mask = self.tokenize(texts)
         has_image = numpy.array([image is not None for image in images], dtype=bool)
-        present = [image for image in images if image is not None]
-        if present:
-            pixels = self.image_processor(images=present, return_tensors="np")["pixel_values"]
-        else:
-            size = self.clip.config.vision_config.image_size
-            pixels = numpy.zeros((0, 3, size, size), dtype="float32")
         return {
-            "input_ids": tokens["input_ids"].astype("int64"),
-            "attention_mask": tokens["attention_mask"].astype("int64"),
-            "pixel_values": pixels.astype("float32"),
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "pixel_values": self.pixel_values([image for image in images if image is not None]),
             "has_image": has_image,
         }
+
+    def tokenize(self, texts: Sequence[str]) -> Tuple[numpy.ndarray, numpy.ndarray]:
+        """Token IDs and attention mask (int64 ``[n, L]``, padded to the longest text,
+        truncated to ``max_length``), as the tokenizer's padded call gives them.
+
+        Each text's IDs are kept (up to ``TOKEN_CACHE_SIZE`` texts), so the KB entities
+        that training meets again and again are tokenized once.
+        """
+        self._require_loaded()
+        cache = self._token_ids
+        missing = list(dict.fromkeys(text for text in texts if text not in cache))
+        if missing:
+            if len(cache) + len(missing) > TOKEN_CACHE_SIZE:
+                cache.clear()
+            encoded = self.tokenizer(missing, truncation=True, max_length=self.max_length)
+            cache.update(zip(missing, map(tuple, encoded["input_ids"])))
+        ids = [cache[text] for text in texts]
+        length = max((len(i) for i in ids), default=0)
+        input_ids = numpy.full((len(ids), length), self.tokenizer.pad_token_id, dtype="int64")
+        attention_mask = numpy.zeros((len(ids), length), dtype="int64")
+        left = self.tokenizer.padding_side == "left"
+        for row, item in enumerate(ids):
+            span = slice(length - len(item), length) if left else slice(0, len(item))
+            input_ids[row, span] = item
+            attention_mask[row, span] = 1
+        return input_ids, attention_mask
+
+    def pixel_values(self, images: Sequence[object]) -> numpy.ndarray:
+        """The processor's float32 ``[n, 3, H, W]`` pixels of PIL images and prepared ones."""
+        if not images:
+            size = self.clip.config.vision_config.image_size
+            return numpy.zeros((0, 3, size, size), dtype="float32")
+        prepared = [i for i, image in enumerate(images) if isinstance(image, PreparedPixels)]
+        if not prepared:
+            pixels = self.image_processor(images=list(images), return_tensors="np")
+            return pixels["pixel_values"].astype("float32")
+        done = finish_pixels(self.image_processor, [images[i].array for i in prepared])
+        if len(prepared) == len(images):
+            return done
+        decoded = [i for i, image in enumerate(images) if not isinstance(image, PreparedPixels)]
+        rest = self.image_processor(images=[images[i] for i in decoded], return_tensors="np")
+        out = numpy.empty((len(images),) + done.shape[1:], dtype="float32")
+        out[prepared] = done
+        out[decoded] = rest["pixel_values"]
+        return out
 
     def forward(self, input_ids, attention_mask, pixel_values, has_image) -> EncoderOutput:
         self._require_loaded()

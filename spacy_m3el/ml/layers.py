@@ -97,9 +97,9 @@ def pooled_outer_attention(
     the values, so the [n, C, L, h'] outputs are never formed."""
     weights = outer_attention_weights(query, key, key_mask, scale)
     real = query_mask.to(weights.dtype)
-    pooled = torch.einsum("clnk,cl->cnk", weights, real) / real.sum(-1).clamp(min=1.0)[
-        :, None, None
-    ]
+    pooled = (
+        torch.einsum("clnk,cl->cnk", weights, real) / real.sum(-1).clamp(min=1.0)[:, None, None]
+    )
     return torch.einsum("cnk,nkh->nch", pooled, value)
 
 

@@ -81,6 +81,11 @@ class M3ELModel(Model):
         return self.net.units.needs_images
 
     @property
+    def image_processor(self):
+        """The encoder's Hugging Face image processor (None before weights are loaded)."""
+        return self.net.encoder.image_processor
+
+    @property
     def retrieval_spec(self) -> RetrievalSpec:
         """Which side features form the stage-1 retrieval vectors, and their weights."""
         return self.net.retrieval_spec

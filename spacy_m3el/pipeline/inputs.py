@@ -2,10 +2,13 @@
 
 import logging
 from collections import Counter, OrderedDict
-from typing import Hashable, List, Optional, Tuple
+from itertools import chain
+from pathlib import Path
+from typing import Any, Hashable, Iterable, Iterator, List, Optional, Tuple, Union
 
 from spacy.tokens import Doc, Span
 
+from ..image_store import ImageStore
 from ..images import (
     STATUS_NONE,
     STATUS_OK,
@@ -18,6 +21,7 @@ from ..images import (
 from ..kb import EntityRecord, MultimodalKB
 
 logger = logging.getLogger("spacy_m3el")
+Corpora = Union[None, str, Path, Iterable[Union[None, str, Path]]]
 SEPARATOR = " [SEP] "
 
 
@@ -61,14 +65,20 @@ class ImageLoader:
     def __init__(self, size: int = 512, component: str = "m3el_linker"):
         self.size = size
         self.component = component
+        self.store: Optional[ImageStore] = None
         self._items: "OrderedDict[Hashable, Tuple[object, Optional[str]]]" = OrderedDict()
 
     def load(self, value: ImageValue) -> Tuple[object, Optional[str]]:
         """Decode one stored value.
 
         RETURNS (Tuple[Optional[PIL.Image.Image], Optional[str]]): the image
-            and None, or None and the reason it cannot be read.
+            (:class:`~spacy_m3el.ml.pixels.PreparedPixels` when it comes from the
+            image store) and None, or None and the reason it cannot be read.
         """
+        if self.store is not None:
+            found = self.store.get(value)
+            if found is not None:
+                return found
         if not isinstance(value, (str, bytes)) or self.size <= 0:
             return _decode(value)
         if value in self._items:
@@ -128,6 +138,46 @@ class ImageLoader:
 
     def clear(self) -> None:
         self._items.clear()
+
+
+def build_image_store(
+    component: Any, path: Union[str, Path], docs: Iterable[Doc], corpora: Corpora
+) -> ImageStore:
+    """Build (or bring up to date) the image store at ``path`` with the images of the
+    docs, of the docs in ``corpora`` (a ``.spacy`` file or folder, a list of them, or
+    None) and of every KB entity, and make ``component``'s image loader read from it.
+
+    component (M3ELLinker): Gives the KB, the image attribute, the model's image
+        processor and the loader.
+    """
+    from spacy.tokens import DocBin
+    from spacy.training.corpus import walk_corpus
+
+    if corpora is None or isinstance(corpora, (str, Path)):
+        corpora = [corpora]
+    for corpus in corpora:
+        if corpus is not None and not Path(corpus).exists():
+            raise ValueError(
+                f"{component.name}: image_store_corpora names {corpus}, which does not "
+                "exist. Give .spacy files or folders (or null)."
+            )
+
+    def values() -> Iterator[object]:
+        extra = (
+            doc
+            for corpus in corpora
+            if corpus is not None
+            for file in walk_corpus(corpus, ".spacy")
+            for doc in DocBin().from_disk(file).get_docs(component.vocab)
+        )
+        for doc in chain(docs, extra):
+            yield get_image(doc, component.image_attr)
+        kb = component.kb
+        for record in kb.records():
+            yield from (kb.resolve_image(ref) for ref in record.images)
+
+    component.images.store = ImageStore.build(path, component.model.image_processor, values())
+    return component.images.store
 
 
 def _decode(value: ImageValue) -> Tuple[object, Optional[str]]:

@@ -28,8 +28,8 @@ from .calibration import decision_groups
 from .decision import LinkDecision, fit_decision
 from .entity_cache import EntityCache
 from .entity_index import CACHE_FILE, EntityIndex, retrieve_candidates
-from .gold import GOLD_NOT_IN_KB, missing_gold_message, reference_gold
-from .inputs import ImageLoader, mention_text
+from .gold import check_gold_sample
+from .inputs import Corpora, ImageLoader, build_image_store, mention_text
 from .mining import NegativeMiner
 from .ranking import DocPrediction, Ranking, choose, install_span_extension, rerank, score_all
 from .serialization import LinkerSerialization
@@ -231,12 +231,19 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
         *,
         nlp: Optional[Language] = None,
         kb_loader: Optional[Callable[[Vocab], MultimodalKB]] = None,
+        image_store: Optional[str] = None,
+        image_store_corpora: Corpora = None,
     ) -> None:
-        """Load the KB and the pretrained encoder weights.
+        """Load the KB and the pretrained encoder weights; build the image store.
 
         get_examples (Callable[[], Iterable[Example]]): Training examples (a sample is checked).
         nlp (Language): The pipeline.
         kb_loader (Callable[[Vocab], MultimodalKB]): Creates the KB.
+        image_store (Optional[str]): A folder for the image store (built or brought up to
+            date here, then read by training and the entity cache instead of decoding):
+            the images of the training examples, of ``image_store_corpora`` and of the KB.
+        image_store_corpora (Union[str, List[str], None]): A ``.spacy`` file or folder
+            (such as the dev corpus), or a list of them, whose images go into the store.
         """
         if get_examples is not None:
             validate_get_examples(get_examples, "M3ELLinker.initialize")
@@ -246,10 +253,12 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
         self.model.initialize()
         self.index.model_changed()
         if get_examples is not None and not self.ignore_missing_gold:
-            for eg in islice(get_examples(), 50):
-                for ent, kb_id, status in reference_gold(self.kb, eg.reference.ents):
-                    if status == GOLD_NOT_IN_KB:
-                        raise ValueError(missing_gold_message(self.name, ent, kb_id))
+            check_gold_sample(
+                self.kb, (eg.reference for eg in islice(get_examples(), 50)), self.name
+            )
+        if image_store is not None and self.model.needs_images:
+            docs = (eg.reference for eg in get_examples()) if get_examples is not None else ()
+            build_image_store(self, image_store, docs, image_store_corpora)
 
     # Prediction ---------------------------------------------------------------
 

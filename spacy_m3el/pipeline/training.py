@@ -5,6 +5,7 @@ from functools import partial
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy
+from spacy.attrs import IDX, ORTH, SPACY
 from spacy.tokens import Doc, Span
 from spacy.training import Example
 
@@ -14,11 +15,31 @@ from ..ml.model import Features, M3ELModel, TrainingBatch
 from .gold import GOLD_NOT_IN_KB, GOLD_OK, gold_status, missing_gold_message
 from .inputs import ImageLoader, entity_text, mention_text
 
+TOKEN_ATTRS = [ORTH, IDX, SPACY]
+
+
+def same_tokens(a: Doc, b: Doc) -> bool:
+    """Whether two docs have the same tokens and whitespace (identity alignment)."""
+    if len(a) != len(b):
+        return False
+    return numpy.array_equal(a.to_array(TOKEN_ATTRS), b.to_array(TOKEN_ATTRS))
+
 
 def with_gold_ents(examples: List[Example]) -> List[Example]:
-    """Copies of the examples whose predicted docs carry the gold entities."""
+    """Examples whose predicted docs (copies) carry the gold entities.
+
+    When both docs are tokenized alike (the usual case), the reference's entity spans are
+    copied straight, and the reference doc is shared, not copied.
+    """
     result = []
     for eg in examples:
+        if same_tokens(eg.predicted, eg.reference):
+            doc = eg.predicted.copy()
+            doc.ents = [
+                Span(doc, e.start, e.end, label=e.label, kb_id=e.kb_id) for e in eg.reference.ents
+            ]
+            result.append(Example(doc, eg.reference))
+            continue
         ents, _ = eg.get_aligned_ents_and_ner()
         new_eg = eg.copy()
         new_eg.predicted.ents = ents
@@ -89,9 +110,12 @@ class GoldMentions:
         """RETURNS (Tuple[List[Span], List[str]]): the spans and their gold KB IDs."""
         spans, gold_ids = [], []
         for eg in examples:
-            kb_ids = eg.get_aligned("ENT_KB_ID", as_string=True)
+            if same_tokens(eg.predicted, eg.reference):
+                kb_ids = None
+            else:
+                kb_ids = eg.get_aligned("ENT_KB_ID", as_string=True)
             for ent in eg.predicted.ents:
-                gold = kb_ids[ent.start]
+                gold = eg.reference[ent.start].ent_kb_id_ if kb_ids is None else kb_ids[ent.start]
                 status = gold_status(self.kb, gold, ent.label_, self.labels_discard)
                 if status == GOLD_NOT_IN_KB:
                     if not self.ignore_missing_gold:

@@ -401,7 +401,8 @@ def test_every_query_set_against_every_key_set_equals_the_gathered_attention(mas
     if masked:
         assert torch.equal(outer[2], torch.zeros(4, 5, H))
     weights = torch.randn_like(outer)
-    grads = [torch.autograd.grad((out * weights).sum(), (query, key, value)) for out in (outer, gathered)]
+    inputs = (query, key, value)
+    grads = [torch.autograd.grad((out * weights).sum(), inputs) for out in (outer, gathered)]
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b)
 
@@ -420,6 +421,7 @@ def test_pooled_attention_is_the_masked_mean_of_the_attended_values(outer):
     assert pooled.shape == (3, 4, H)
     torch.testing.assert_close(pooled, expected)
     weights = torch.randn_like(pooled)
-    grads = [torch.autograd.grad((out * weights).sum(), (query, key, value)) for out in (pooled, expected)]
+    inputs = (query, key, value)
+    grads = [torch.autograd.grad((out * weights).sum(), inputs) for out in (pooled, expected)]
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b)

@@ -393,3 +393,16 @@ def test_retrieval_spec_follows_the_units(loaded_encoder):
     assert [(p.key, p.in_score) for p in text_off.parts][0] == ("retrieval.text", False)
     image_only = make_net(loaded_encoder, text=True, image=False, t2v=False, v2t=False)
     assert [p.key for p in image_only.retrieval_spec.parts] == ["text.g"]
+
+
+def test_encoder_tokenizes_as_the_padded_tokenizer_call_and_caches_texts(loaded_encoder):
+    encoder = copy.deepcopy(loaded_encoder)
+    encoder._token_ids.clear()
+    texts = [TEXTS[3] * 5, TEXTS[0], "", TEXTS[0], TEXTS[2]]
+    settings = dict(padding="longest", truncation=True, return_tensors="np")
+    expected = encoder.tokenizer(texts, max_length=encoder.max_length, **settings)
+    for _ in range(2):  # the second call reads the cache
+        input_ids, attention_mask = encoder.tokenize(texts)
+        numpy.testing.assert_array_equal(input_ids, expected["input_ids"])
+        numpy.testing.assert_array_equal(attention_mask, expected["attention_mask"])
+    assert set(encoder._token_ids) == set(texts)

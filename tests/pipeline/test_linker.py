@@ -262,6 +262,44 @@ def test_training_twice_with_the_same_seed_gives_the_same_weights(build_nlp):
     assert all(torch.equal(states[0][key], states[1][key]) for key in states[0])
 
 
+def test_an_image_store_trains_the_weights_of_decoding_on_the_fly(tiny_clip, tmp_path):
+    """Mention images as files and KB images as bytes, read from a store built by
+    ``initialize``: the same weights and entity cache as decoding every time."""
+    import torch
+    from PIL import Image
+    from thinc.api import fix_random_seed
+
+    from ..util import create_kb, linker_config
+
+    def run(store):
+        fix_random_seed(0)
+        nlp = spacy.blank("en")
+        nlp.add_pipe("m3el_linker", config=linker_config(tiny_clip)).set_kb(create_kb)
+        examples = make_examples(nlp)
+        for i, eg in enumerate(examples):
+            path = tmp_path / f"mention-{i}.png"
+            if not path.exists():
+                Image.fromarray(eg.reference._.image).save(path)
+            eg.reference._.image = str(path)
+        if store is not None:
+            nlp.config["initialize"]["components"]["m3el_linker"] = {"image_store": str(store)}
+        nlp.initialize(lambda: examples)
+        train(nlp, examples, steps=5)
+        linker = nlp.get_pipe("m3el_linker")
+        return linker, linker.build_entity_cache()
+
+    plain, plain_cache = run(None)
+    stored, stored_cache = run(tmp_path / "store")
+    assert plain.images.store is None
+    assert stored.images.store.hits > 0 and stored.images.store.misses == 0
+    assert len(stored.images.store) == len(ENTITIES) + len(make_examples(spacy.blank("en")))
+    for key, value in plain.net.state_dict().items():
+        assert torch.equal(value, stored.net.state_dict()[key]), key
+    assert plain_cache.model_fingerprint == stored_cache.model_fingerprint
+    for key, value in plain_cache.stored.items():
+        numpy.testing.assert_array_equal(value, stored_cache.stored[key])
+
+
 @pytest.mark.parametrize(
     "switches",
     [

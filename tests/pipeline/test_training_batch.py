@@ -3,8 +3,11 @@
 from types import SimpleNamespace
 
 import numpy
+import spacy
 
 from spacy_m3el.pipeline.training import swap_images
+
+from ..util import make_examples
 
 
 def candidates(*kb_ids):
@@ -85,3 +88,32 @@ def test_kb_mentions_teach_entities_no_training_mention_names(build_nlp):
         ]
         results[n] = accuracy(nlp, unseen)
     assert results[0] <= 0.5 and results[6] == 1.0, results
+
+
+def test_gold_entities_are_copied_whether_or_not_the_tokens_align(build_nlp):
+    """The fast path (same tokens) and spaCy's alignment give the same gold spans."""
+    from spacy.training import Example
+
+    from spacy_m3el.pipeline.training import GoldMentions, same_tokens, with_gold_ents
+
+    nlp = build_nlp()
+    linker = nlp.get_pipe("m3el_linker")
+    aligned = make_examples(nlp, per_entity=1)
+    split = []  # the predicted docs tokenized differently (the name in two tokens)
+    for eg in aligned:
+        name = eg.reference.ents[0].text
+        words = [name[:1], name[1:]] + [t.text for t in eg.reference[1:]]
+        spaces = [False] + [bool(t.whitespace_) for t in eg.reference]
+        doc = spacy.tokens.Doc(nlp.vocab, words=words, spaces=spaces)
+        split.append(Example(doc, eg.reference))
+    assert all(same_tokens(eg.predicted, eg.reference) for eg in aligned)
+    assert not any(same_tokens(eg.predicted, eg.reference) for eg in split)
+    gold = GoldMentions(linker.kb, (), False, "m3el_linker")
+    results = []
+    for examples in (aligned, split):
+        prepared = with_gold_ents(examples)
+        assert all(not eg.predicted.ents for eg in examples)  # the inputs are not changed
+        spans, ids = gold(prepared)
+        results.append(([(s.start_char, s.end_char, s.label_) for s in spans], ids))
+    assert results[0] == results[1]
+    assert results[0][1] == [eg.reference.ents[0].kb_id_ for eg in aligned]
