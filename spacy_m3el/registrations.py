@@ -384,6 +384,15 @@ def create_alias_candidates_v1() -> Callable:
     return get_alias_candidates
 
 
+@registry.batchers("spacy_m3el.PrefetchBatcher.v1")
+def create_prefetch_batcher(batcher: Callable, ahead: int = 2) -> Callable:
+    """``batcher``, run ``ahead`` batches in advance on a worker thread that also lets the
+    linker prepare them (gold spans, images); the results stay identical."""
+    from .pipeline.prefetch import prefetch_batcher
+
+    return prefetch_batcher(batcher, ahead)
+
+
 @registry.misc("spacy_m3el.AliasCandidatesBatch.v1")
 def create_alias_candidates_batch_v1() -> Callable:
     return get_alias_candidates_batch

@@ -14,6 +14,7 @@ from typing import Tuple, Union
 from thinc.api import Config
 
 SEQUENCE_BATCHER = "spacy.batch_by_sequence.v1"
+PREFETCH_BATCHER = "spacy_m3el.PrefetchBatcher.v1"
 
 
 def count_docs(path: Union[str, Path]) -> int:
@@ -28,8 +29,11 @@ def count_docs(path: Union[str, Path]) -> int:
 
 
 def steps_per_epoch(config: Config, n_docs: int) -> int:
-    """Updates per epoch: documents over the batcher's size (``batch_by_sequence`` only)."""
+    """Updates per epoch: documents over the batcher's size (``batch_by_sequence`` only,
+    or wrapped in ``spacy_m3el.PrefetchBatcher.v1``)."""
     batcher = config["training"]["batcher"]
+    if batcher.get("@batchers") == PREFETCH_BATCHER:
+        batcher = batcher["batcher"]
     if batcher.get("@batchers") != SEQUENCE_BATCHER or not isinstance(batcher.get("size"), int):
         raise ValueError(
             f"Validating per epoch needs [training.batcher] = {SEQUENCE_BATCHER} with an integer "

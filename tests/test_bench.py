@@ -197,3 +197,23 @@ def test_otmel_smoke(demo_work, tmp_path, repository_report_unchanged, no_networ
     for row in rows:
         cells = [float(cell) for cell in row.strip("|").split("|")[1:]]
         assert len(cells) == 3 and all(value > 0 for value in cells)
+
+
+def test_train_speed_smoke(tmp_path, repository_report_unchanged):
+    """Both trees train (the baseline is HEAD here: a clone always has it) with identical
+    final scores; the table has a row per run and the speed-up lines."""
+    from bench import train_speed
+
+    output = tmp_path / "BENCHMARKS.md"
+    args = ["--work", str(tmp_path / "work"), "--baseline", "HEAD", "--steps", "2"]
+    args += ["--datasets", "demo", "--vit-steps", "2", "--vit-encoder", "tiny", "--threads", "1"]
+    text = train_speed.main(args + ["--output", str(output)])
+    assert text in output.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| demo")]
+    assert len(rows) == 6
+    assert [row.split("|")[2].strip() for row in rows[:3]] == ["baseline", "this", "this, store"]
+    for row in rows:
+        cells = row.strip("|").split("|")
+        assert float(cells[4]) > 0 and float(cells[5]) > 0
+    assert len(set(row.split("|")[-2] for row in rows[:3])) == 1  # same final dev MRR
+    assert text.count("x examples/s of `spacy train`") == 2

@@ -81,6 +81,17 @@ class M3ELModel(Model):
         return self.net.units.needs_images
 
     @property
+    def token_cache_size(self) -> int:
+        """How many texts' token IDs the encoder keeps."""
+        from .encoder import TOKEN_CACHE_SIZE
+
+        return TOKEN_CACHE_SIZE
+
+    def tokenize(self, texts: Sequence[str]) -> Tuple[numpy.ndarray, numpy.ndarray]:
+        """Token IDs and attention mask of texts, as ``featurize`` gives them."""
+        return self.net.encoder.tokenize(texts)
+
+    @property
     def image_processor(self):
         """The encoder's Hugging Face image processor (None before weights are loaded)."""
         return self.net.encoder.image_processor

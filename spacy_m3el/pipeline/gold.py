@@ -2,7 +2,8 @@
 
 from typing import Iterable, Tuple
 
-from spacy.tokens import Doc, Span
+from spacy.tokens import Span
+from spacy.training import Example
 
 from ..kb import NIL, MultimodalKB
 
@@ -52,9 +53,9 @@ def reference_gold(
         yield ent, ent.kb_id_, gold_status(kb, ent.kb_id_, ent.label_, labels_discard)
 
 
-def check_gold_sample(kb: MultimodalKB, docs: Iterable[Doc], component: str) -> None:
-    """Raise the missing-gold error for the first gold KB ID of the docs not in the KB."""
-    for doc in docs:
-        for ent, kb_id, status in reference_gold(kb, doc.ents):
+def check_gold_sample(kb: MultimodalKB, examples: Iterable[Example], component: str) -> None:
+    """Raise the missing-gold error for the first gold KB ID of the examples not in the KB."""
+    for eg in examples:
+        for ent, kb_id, status in reference_gold(kb, eg.reference.ents):
             if status == GOLD_NOT_IN_KB:
                 raise ValueError(missing_gold_message(component, ent, kb_id))

@@ -1,6 +1,7 @@
 """Turning docs, spans and KB entities into the model's text and image inputs."""
 
 import logging
+import threading
 from collections import Counter, OrderedDict
 from itertools import chain
 from pathlib import Path
@@ -66,6 +67,7 @@ class ImageLoader:
         self.size = size
         self.component = component
         self.store: Optional[ImageStore] = None
+        self._lock = threading.Lock()  # the prefetch worker loads images too
         self._items: "OrderedDict[Hashable, Tuple[object, Optional[str]]]" = OrderedDict()
 
     def load(self, value: ImageValue) -> Tuple[object, Optional[str]]:
@@ -81,13 +83,15 @@ class ImageLoader:
                 return found
         if not isinstance(value, (str, bytes)) or self.size <= 0:
             return _decode(value)
-        if value in self._items:
-            self._items.move_to_end(value)
-            return self._items[value]
+        with self._lock:
+            if value in self._items:
+                self._items.move_to_end(value)
+                return self._items[value]
         result = _decode(value)
-        self._items[value] = result
-        if len(self._items) > self.size:
-            self._items.popitem(last=False)
+        with self._lock:
+            self._items[value] = result
+            if len(self._items) > self.size:
+                self._items.popitem(last=False)
         return result
 
     def doc_images(self, docs: List[Doc], attr: str) -> Tuple[List[object], List[str]]:
@@ -125,6 +129,13 @@ class ImageLoader:
                 summary,
             )
         return images, statuses
+
+    def warm(self, docs: Iterable[Doc], attr: str) -> None:
+        """Load the docs' images into the cache now (no warnings: they come when used)."""
+        for doc in docs:
+            value = get_image(doc, attr)
+            if value is not None:
+                self.load(value)
 
     def entity_image(self, kb: MultimodalKB, record: EntityRecord, choice: int = 0):
         """One image of an entity (``choice`` indexes its images); None if none or unreadable."""

@@ -19,22 +19,35 @@ from spacy.tokens import Doc, Span
 from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.vocab import Vocab
 
-from ..images import STATUS_ATTR, install_image_extension
+from ..images import install_image_extension
 from ..kb import NIL, MultimodalKB
 from ..ml.model import M3ELModel
 from ..ml.sides import SideArrays
-from ..scoring import CANDIDATES_ATTR
 from .calibration import decision_groups
 from .decision import LinkDecision, fit_decision
 from .entity_cache import EntityCache
 from .entity_index import CACHE_FILE, EntityIndex, retrieve_candidates
 from .gold import check_gold_sample
-from .inputs import Corpora, ImageLoader, build_image_store, mention_text
+from .inputs import Corpora, ImageLoader, mention_text
 from .mining import NegativeMiner
-from .ranking import DocPrediction, Ranking, choose, install_span_extension, rerank, score_all
+from .ranking import (
+    DocPrediction,
+    Ranking,
+    annotate,
+    install_span_extension,
+    rerank,
+    score_all,
+)
 from .serialization import LinkerSerialization
-from .settings import check_settings
-from .training import component_training_batch, gold_ents_scorer, training_examples
+from .settings import check_kb_type, check_settings
+from .training import (
+    PreparedExamples,
+    component_training_batch,
+    gold_ents_scorer,
+    prepare_batch,
+    prepare_training,
+    training_examples,
+)
 
 __all__ = ["CACHE_FILE", "DocPrediction", "M3ELLinker", "Ranking"]
 
@@ -162,6 +175,7 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
         self.image_swap_negatives = image_swap_negatives
         self.n_kb_mentions = n_kb_mentions
         self.skipped_missing_gold = 0
+        self.prepared = PreparedExamples()
         install_image_extension(image_attr)
         install_span_extension()
 
@@ -208,14 +222,7 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
         """Set the KB from a loader ``vocab -> KB`` (such as ``spacy_m3el.KBFromFile.v1``)."""
         if not callable(kb_loader):
             raise ValueError(Errors.E885.format(arg_type=type(kb_loader)))
-        kb = kb_loader(self.vocab)
-        if not isinstance(kb, MultimodalKB):
-            raise TypeError(
-                f"{self.name} needs a spacy_m3el MultimodalKB (entities with names, "
-                f"descriptions and images), got {type(kb).__name__}. Build one with "
-                "spacy_m3el.kb.MultimodalKB or load it with spacy_m3el.KBFromFile.v1."
-            )
-        self.kb = kb
+        self.kb = check_kb_type(kb_loader(self.vocab), self.name)
 
     def validate_kb(self) -> None:
         if self.kb is None:
@@ -239,11 +246,9 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
         get_examples (Callable[[], Iterable[Example]]): Training examples (a sample is checked).
         nlp (Language): The pipeline.
         kb_loader (Callable[[Vocab], MultimodalKB]): Creates the KB.
-        image_store (Optional[str]): A folder for the image store (built or brought up to
-            date here, then read by training and the entity cache instead of decoding):
-            the images of the training examples, of ``image_store_corpora`` and of the KB.
-        image_store_corpora (Union[str, List[str], None]): A ``.spacy`` file or folder
-            (such as the dev corpus), or a list of them, whose images go into the store.
+        image_store (Optional[str]): Folder of the image store (``build_image_store``).
+        image_store_corpora (Union[str, List[str], None]): ``.spacy`` files or folders
+            (such as the dev corpus) whose images the store holds too.
         """
         if get_examples is not None:
             validate_get_examples(get_examples, "M3ELLinker.initialize")
@@ -253,12 +258,9 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
         self.model.initialize()
         self.index.model_changed()
         if get_examples is not None and not self.ignore_missing_gold:
-            check_gold_sample(
-                self.kb, (eg.reference for eg in islice(get_examples(), 50)), self.name
-            )
-        if image_store is not None and self.model.needs_images:
-            docs = (eg.reference for eg in get_examples()) if get_examples is not None else ()
-            build_image_store(self, image_store, docs, image_store_corpora)
+            check_gold_sample(self.kb, islice(get_examples(), 50), self.name)
+        docs = [eg.reference for eg in get_examples()] if get_examples is not None else []
+        prepare_training(self, docs, image_store, image_store_corpora)
 
     # Prediction ---------------------------------------------------------------
 
@@ -356,10 +358,8 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
         entity_chunk_size: int = 2048,
         cache: Optional[EntityCache] = None,
     ) -> numpy.ndarray:
-        """Full M3EL scores of each span against every KB entity (the papers' protocol).
-
-        Entities are scored in chunks, so memory is bounded by
-        ``len(spans) * entity_chunk_size`` pairs, plus the ``[len(spans), N]`` result.
+        """Full M3EL scores of each span against every KB entity (the papers' protocol),
+        in chunks of ``entity_chunk_size`` entities.
 
         spans (List[Span]): The mentions.
         images (List[Optional[PIL.Image]]): The image of each mention's doc.
@@ -398,19 +398,8 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
         docs = list(docs)
         if len(docs) != len(predictions):
             raise ValueError(Errors.E148.format(ents=len(predictions), ids=len(docs)))
-        overwrite = self.cfg["overwrite"]
         for doc, prediction in zip(docs, predictions):
-            if prediction.image_status is not None:
-                doc._.set(STATUS_ATTR, prediction.image_status)
-            for ent, ranking in zip(doc.ents, prediction.rankings):
-                if ranking is None:
-                    kb_id = NIL
-                else:
-                    ent._.set(CANDIDATES_ATTR, ranking)
-                    kb_id = choose(ranking, self.threshold)
-                for token in ent:
-                    if overwrite or token.ent_kb_id == 0:
-                        token.ent_kb_id_ = kb_id
+            annotate(doc, prediction, self.threshold, self.cfg["overwrite"])
 
     # Training -----------------------------------------------------------------
 
@@ -440,6 +429,10 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
             self.finish_update(sgd)
         losses[self.name] += float(outputs["loss"])
         return losses
+
+    def prepare_batch(self, examples: Iterable[Example]) -> None:
+        """Prepare a future batch on the prefetch worker (``spacy_m3el.PrefetchBatcher.v1``)."""
+        prepare_batch(self, examples)
 
     def finish_update(self, sgd) -> None:
         super().finish_update(sgd)

@@ -4,8 +4,9 @@ from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
 import numpy
-from spacy.tokens import Span
+from spacy.tokens import Doc, Span
 
+from ..images import STATUS_ATTR
 from ..kb import NIL
 from ..ml.model import M3ELModel
 from ..ml.sides import SideArrays
@@ -119,3 +120,20 @@ def choose(ranking: Ranking, threshold: Optional[float]) -> str:
     if threshold is not None and probability < threshold:
         return NIL
     return kb_id
+
+
+def annotate(doc: Doc, prediction: DocPrediction, threshold: Optional[float], overwrite: bool):
+    """Write a doc's prediction: the image status, ``span._.m3el_candidates`` and the KB
+    ID (``choose``) of each ranked entity; an entity without a ranking gets NIL. With
+    ``overwrite`` false, tokens that already have a KB ID keep it."""
+    if prediction.image_status is not None:
+        doc._.set(STATUS_ATTR, prediction.image_status)
+    for ent, ranking in zip(doc.ents, prediction.rankings):
+        if ranking is None:
+            kb_id = NIL
+        else:
+            ent._.set(CANDIDATES_ATTR, ranking)
+            kb_id = choose(ranking, threshold)
+        for token in ent:
+            if overwrite or token.ent_kb_id == 0:
+                token.ent_kb_id_ = kb_id

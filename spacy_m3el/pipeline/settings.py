@@ -45,3 +45,17 @@ def check_settings(
         check_precision(entity_cache_precision)
     except ValueError as err:
         raise ValueError(f"{name}: entity_cache_precision: {err}") from err
+
+
+def check_kb_type(kb: object, component: str):
+    """The KB if it is a :class:`~spacy_m3el.kb.MultimodalKB`; else a TypeError saying how to
+    make one."""
+    from ..kb import MultimodalKB
+
+    if not isinstance(kb, MultimodalKB):
+        raise TypeError(
+            f"{component} needs a spacy_m3el MultimodalKB (entities with names, "
+            f"descriptions and images), got {type(kb).__name__}. Build one with "
+            "spacy_m3el.kb.MultimodalKB or load it with spacy_m3el.KBFromFile.v1."
+        )
+    return kb

@@ -1,19 +1,22 @@
 """Training batches for the linker: gold mentions, negatives, and the model's inputs."""
 
 import inspect
+import threading
 from functools import partial
+from itertools import chain
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy
-from spacy.attrs import IDX, ORTH, SPACY
+from spacy.attrs import IDX, ORTH, SENT_START, SPACY
 from spacy.tokens import Doc, Span
 from spacy.training import Example
 
 from ..images import copy_image, set_image
 from ..kb import MultimodalKB
 from ..ml.model import Features, M3ELModel, TrainingBatch
+from . import prefetch
 from .gold import GOLD_NOT_IN_KB, GOLD_OK, gold_status, missing_gold_message
-from .inputs import ImageLoader, entity_text, mention_text
+from .inputs import Corpora, ImageLoader, build_image_store, entity_text, mention_text
 
 TOKEN_ATTRS = [ORTH, IDX, SPACY]
 
@@ -54,11 +57,65 @@ def with_images(examples: List[Example], attr: str) -> List[Example]:
     return examples
 
 
-def training_examples(component: Any, examples: List[Example]) -> List[Example]:
+def prepare_examples(component: Any, examples: List[Example]) -> List[Example]:
     """With ``use_gold_ents``, the gold entities on (copies of) the predicted docs; images too."""
     if component.use_gold_ents:
         examples = with_gold_ents(examples)
     return with_images(examples, component.image_attr)
+
+
+def training_examples(component: Any, examples: List[Example]) -> List[Example]:
+    """:func:`prepare_examples`, taking what the prefetch worker prepared when it is valid."""
+    ready = component.prepared.take(examples)
+    missing = prepare_examples(component, [eg for eg, p in zip(examples, ready) if p is None])
+    computed = iter(missing)
+    return [p if p is not None else next(computed) for p in ready]
+
+
+class PreparedExamples:
+    """Examples prepared by the prefetch worker (``M3ELLinker.prepare_batch``), until the
+    training step that needs them takes them.
+
+    A prepared example is used only for the same reference doc and a predicted doc with
+    the same tokens and sentence boundaries (an annotating component may have set them
+    since); otherwise the step prepares it again.
+    """
+
+    def __init__(self) -> None:
+        self._items: Dict[int, Tuple[Doc, Example]] = {}
+        self._lock = threading.Lock()
+        self.used = 0  # prepared examples that training steps took
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, originals: List[Example], prepared: List[Example]) -> None:
+        with self._lock:
+            for eg, ready in zip(originals, prepared):
+                self._items[id(eg.reference)] = (eg.reference, ready)
+
+    def take(self, examples: List[Example]) -> List[Optional[Example]]:
+        with self._lock:
+            entries = [self._items.pop(id(eg.reference), None) for eg in examples]
+        result: List[Optional[Example]] = []
+        for eg, entry in zip(examples, entries):
+            valid = entry is not None and _still_valid(eg, *entry)
+            result.append(entry[1] if valid else None)
+        self.used += sum(r is not None for r in result)
+        return result
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+def _still_valid(eg: Example, reference: Doc, ready: Example) -> bool:
+    if reference is not eg.reference or not same_tokens(ready.predicted, eg.predicted):
+        return False
+    a, b = ready.predicted, eg.predicted
+    if a.has_annotation("SENT_START") != b.has_annotation("SENT_START"):
+        return False
+    return numpy.array_equal(a.to_array([SENT_START]), b.to_array([SENT_START]))
 
 
 def gold_ents_scorer(component: Any, scorer: Callable[..., Dict[str, Any]]) -> Callable:
@@ -275,13 +332,14 @@ def kb_mentions(component: Any, n: int) -> Tuple[List[Span], List[str]]:
         if len(spans) == n:
             break
         record = records[i]
-        image = component.images.entity_image(kb, record, random_image_choice(len(record.images)))
-        if image is None:
+        ref = kb.resolve_image(record.images[random_image_choice(len(record.images))])
+        if component.images.load(ref)[0] is None:
             continue
         words = record.name.split()
         doc = Doc(component.vocab, words=words, spaces=[True] * (len(words) - 1) + [False])
         doc.ents = [Span(doc, 0, len(doc), label="ENTITY")]
-        set_image(doc, image, component.image_attr)
+        # The stored reference, not the decoded image: the image store serves it by it.
+        set_image(doc, ref, component.image_attr)
         spans.append(doc.ents[0])
         gold_ids.append(record.kb_id)
     return spans, gold_ids
@@ -290,3 +348,43 @@ def kb_mentions(component: Any, n: int) -> Tuple[List[Span], List[str]]:
 def random_image_choice(n_images: int) -> int:
     """One of ``n_images`` at random, from numpy's global generator (seeded by spaCy)."""
     return int(numpy.random.randint(n_images))
+
+
+def warm_token_cache(component: Any, docs: Iterable[Doc], chunk: int = 1024) -> None:
+    """Tokenize, once and in large batches, the texts training will featurize again and
+    again: the gold mentions' texts of the docs and every KB entity's text (up to the
+    encoder's token cache size). Training then finds them in the cache; results do not
+    change (the cache holds exactly what the tokenizer gives)."""
+    model = component.model
+    mentions = (mention_text(ent, component.max_context_tokens) for doc in docs for ent in doc.ents)
+    entities = (entity_text(record) for record in component.kb.records())
+    texts = list(dict.fromkeys(chain(mentions, entities)))[: model.token_cache_size]
+    for start in range(0, len(texts), chunk):
+        model.tokenize(texts[start : start + chunk])
+
+
+def prepare_batch(component: Any, examples: Iterable[Example]) -> None:
+    """On the prefetch worker: prepare a future batch's examples (:func:`prepare_examples`)
+    and load their images into the component's image loader, for the step to take.
+    Batches of other pipelines (another vocab) and of other items are left alone."""
+    examples = [eg for eg in examples if isinstance(eg, Example)]
+    examples = [eg for eg in examples if eg.reference.vocab is component.vocab]
+    if not examples:
+        return
+    ready = prepare_examples(component, examples)
+    if component.model.needs_images:
+        component.images.warm([eg.predicted for eg in ready], component.image_attr)
+    component.prepared.put(examples, ready)
+
+
+def prepare_training(
+    component: Any, docs: List[Doc], image_store: Optional[str], corpora: Corpora
+) -> None:
+    """What ``initialize`` prepares for training: the prefetch registration, the token
+    cache (:func:`warm_token_cache`) and, given a folder, the image store
+    (:func:`~.inputs.build_image_store`) of the training docs, ``corpora`` and the KB."""
+    component.prepared.clear()
+    prefetch.register(component)
+    warm_token_cache(component, docs)
+    if image_store is not None and component.model.needs_images:
+        build_image_store(component, image_store, docs, corpora)

@@ -66,6 +66,21 @@ def test_kb_mentions_are_entities_named_and_pictured_by_the_kb(build_nlp):
     assert "Q99" not in kb_mentions(linker, 100)[1]  # a blank name cannot be a mention
 
 
+def test_kb_mentions_carry_the_kb_image_reference_which_the_image_store_serves(build_nlp, tmp_path):
+    from spacy_m3el.images import get_image
+    from spacy_m3el.pipeline.inputs import build_image_store
+    from spacy_m3el.pipeline.training import kb_mentions
+
+    nlp = build_nlp()
+    linker = nlp.get_pipe("m3el_linker")
+    store = build_image_store(linker, tmp_path / "store", [], None)
+    spans, gold_ids = kb_mentions(linker, 3)
+    for span, kb_id in zip(spans, gold_ids):
+        assert get_image(span.doc, linker.image_attr) == linker.kb.get_record(kb_id).images[0]
+    images, statuses = linker.load_images([span.doc for span in spans])
+    assert statuses == ["ok"] * 3 and store.hits == 3 + 3  # checked when drawn, then loaded
+
+
 def test_kb_mentions_teach_entities_no_training_mention_names(build_nlp):
     """Trained only on Q1, Q3, Q5, a linker without KB mentions links their image-only
     siblings' mentions to them; with KB mentions it learns the siblings too."""
