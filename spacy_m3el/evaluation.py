@@ -131,6 +131,7 @@ def rank_all_entities(
             fuzzy[list(fuzzy_rows)] = True
             combined = decision.combine(row, priors, fuzzy)
             result.decided.append(rank_of_gold(combined, cache.rows[gold]))
+    linker.index.forget_exact()
     return result
 
 

@@ -162,6 +162,22 @@ class EntityCache:
     def __len__(self) -> int:
         return len(self.kb_ids)
 
+    def converted(self, precision: str, batch_size: int = 64) -> "EntityCache":
+        """The same features stored at another precision, converted ``batch_size`` rows
+        at a time (from float32, the result equals encoding the KB at that precision)."""
+        parts = [
+            encode_side(decode_rows(self.stored, slice(start, start + batch_size)), precision)
+            for start in range(0, len(self), batch_size)
+        ]
+        return EntityCache(
+            self.kb_ids,
+            concat_stored(parts),
+            precision,
+            self.model_fingerprint,
+            self.kb_fingerprint,
+            self.retrieval_spec,
+        )
+
     def matches(
         self, model_fingerprint: str, kb_fingerprint: str, precision: Optional[str] = None
     ) -> bool:

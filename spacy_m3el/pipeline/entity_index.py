@@ -53,11 +53,32 @@ class EntityIndex:
         self.component = component
         self._cache: Optional[EntityCache] = None
         self._key: Optional[Tuple[int, int, int]] = None
+        self._exact: Optional[Tuple[Tuple[int, int, int], EntityCache]] = None
         self._model_version = 0
 
     def model_changed(self) -> None:
         """Mark the weights as changed: the next use checks (and rebuilds) the cache."""
         self._model_version += 1
+        self._exact = None
+
+    def exact(self, kb: MultimodalKB) -> EntityCache:
+        """The KB's features in float32 (as evaluation scores them), kept until
+        :meth:`forget_exact` or the next weight change. When the index's own cache is
+        stale, it is converted from these features instead of encoding the KB again."""
+        if self.precision == "float32":
+            return self.cache(kb)
+        key = self._current_key(kb)
+        if self._exact is not None and self._exact[0] == key:
+            return self._exact[1]
+        exact = self.build(kb, precision="float32")
+        if self._key != key:
+            self._cache, self._key = exact.converted(self.precision, self.batch_size), key
+        self._exact = (key, exact)
+        return exact
+
+    def forget_exact(self) -> None:
+        """Drop the float32 features kept by :meth:`exact` (they take 4 bytes per value)."""
+        self._exact = None
 
     def _current_key(self, kb: MultimodalKB) -> Tuple[int, int, int]:
         return (self._model_version, id(kb), len(kb))

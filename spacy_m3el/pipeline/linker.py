@@ -381,11 +381,9 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
         return self.index.cache(self.kb)
 
     def exact_entity_cache(self) -> EntityCache:
-        """The KB encoded in float32, as evaluation scores it: the component's own cache
-        when it is float32, else a fresh one (not kept; linking keeps its precision)."""
-        if self.index.precision == "float32":
-            return self.entity_cache
-        return self.index.build(self.kb, precision="float32")
+        """The KB encoded in float32, as evaluation scores it (``EntityIndex.exact``: kept
+        until ``index.forget_exact()``; a stale linking cache is converted from it)."""
+        return self.index.exact(self.kb)
 
     def build_entity_cache(self) -> EntityCache:
         """Encode every KB entity with the current weights (always; see ``entity_cache``)."""

@@ -123,19 +123,25 @@ def gold_ents_scorer(component: Any, scorer: Callable[..., Dict[str, Any]]) -> C
 
     With ``use_gold_ents`` the examples' predicted docs get the gold entities
     and are linked again by ``component.pipe`` before scoring, as in training.
-    A scorer with a ``component`` keyword (the full-KB scorer) also gets the component.
+    A scorer with a ``component`` keyword (the full-KB scorer) also gets the component,
+    and the KB is encoded once for both the linking and the scorer's float32 ranking.
     """
     wants_component = "component" in inspect.signature(scorer).parameters
 
     def score(examples: Iterable[Example], **kwargs) -> Dict[str, Any]:
         if wants_component:
             kwargs["component"] = component
-        examples = with_images(list(examples), component.image_attr)
-        if component.use_gold_ents:
-            examples = with_gold_ents(examples)
-            for eg, doc in zip(examples, component.pipe(eg.predicted for eg in examples)):
-                eg.predicted = doc
-        return scorer(examples, **kwargs)
+            # The KB is encoded once: linking's cache is converted from the float32 one.
+            component.exact_entity_cache()
+        try:
+            examples = with_images(list(examples), component.image_attr)
+            if component.use_gold_ents:
+                examples = with_gold_ents(examples)
+                for eg, doc in zip(examples, component.pipe(eg.predicted for eg in examples)):
+                    eg.predicted = doc
+            return scorer(examples, **kwargs)
+        finally:
+            component.index.forget_exact()
 
     return score
 

@@ -136,3 +136,43 @@ def test_a_cache_saved_at_another_precision_is_refused(build_nlp, tmp_path, capl
     with caplog.at_level(logging.WARNING, logger="spacy_m3el"):
         assert same.cache(linker.kb).precision == "int8"
     assert not caplog.records
+
+
+@pytest.mark.parametrize("precision", ["int8", "float16"])
+def test_a_cache_converted_from_float32_equals_encoding_at_that_precision(build_nlp, precision):
+    linker = build_nlp().get_pipe("m3el_linker")
+    linker.index.batch_size = 3  # several batches, each padded to its own longest text
+    direct = linker.index.build(linker.kb, precision=precision)
+    converted = linker.index.build(linker.kb, precision="float32").converted(precision, 3)
+    assert converted.precision == precision and converted.kb_ids == direct.kb_ids
+    from spacy_m3el.pipeline.entity_cache import decode_rows
+
+    # Stored alike except the int8 scale of padding positions, which decode to zeros in both.
+    assert set(converted.stored) == set(direct.stored)
+    decoded = decode_rows(converted.stored)
+    for key, value in decode_rows(direct.stored).items():
+        numpy.testing.assert_array_equal(decoded[key], value, err_msg=key)
+    queries = numpy.random.default_rng(0).normal(size=(4, direct.retrieval.values.shape[1]))
+    assert converted.nearest(queries.astype("float32"), 3) == direct.nearest(
+        queries.astype("float32"), 3
+    )
+
+
+def test_an_evaluation_encodes_the_kb_once(build_nlp, monkeypatch):
+    """The full-KB scorer's float32 features also give linking's int8 cache (converted),
+    and they are dropped after the evaluation."""
+    nlp = build_nlp(component_overrides={"scorer": {"@scorers": "spacy_m3el.full_kb_scorer.v1"}})
+    linker = nlp.get_pipe("m3el_linker")
+    examples = make_examples(nlp, per_entity=1)
+    train(nlp, examples, steps=1)  # the weights changed: every cache is stale
+    builds = []
+    build = linker.index.build
+    monkeypatch.setattr(
+        linker.index,
+        "build",
+        lambda kb, *a, **k: builds.append(k.get("precision")) or build(kb, *a, **k),
+    )
+    scores = nlp.evaluate(examples)
+    assert builds == ["float32"] and scores["nel_kb_mrr"] > 0 and "nel_micro_f" in scores
+    assert linker.index.is_current(linker.kb) and linker.entity_cache.precision == "int8"
+    assert linker.index._exact is None
