@@ -21,11 +21,12 @@ Arrays are not stored (they are already decoded).
 import hashlib
 import json
 import logging
+import multiprocessing as mp
 import os
 import shutil
 import time
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple, Union
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy
 from numpy.lib.format import open_memmap
@@ -135,6 +136,7 @@ class ImageStore:
         values: Iterable[object],
         *,
         batch_size: int = 64,
+        workers: Optional[int] = None,
     ) -> "ImageStore":
         """Open the store at ``path`` after making sure it holds the current version of
         every image in ``values`` for ``processor``: new and changed images are decoded
@@ -143,6 +145,8 @@ class ImageStore:
 
         processor: The encoder's Hugging Face image processor.
         values (Iterable[ImageValue]): The dataset's stored image values.
+        workers (Optional[int]): Processes that decode and prepare (default: the CPU
+            count, at most 4; 1 prepares in this process). The store is the same.
         RETURNS (ImageStore): The store, open.
         """
         path = Path(path)
@@ -157,7 +161,8 @@ class ImageStore:
         if old is not None and not todo:
             return old
         start = time.perf_counter()
-        _write(path, fingerprint, processor, keyed, old, batch_size)
+        workers = min(4, os.cpu_count() or 1) if workers is None else workers
+        _write(path, fingerprint, processor, keyed, old, batch_size, workers)
         logger.info(
             "Image store %s: %d images prepared, %d reused, in %.1f s",
             path,
@@ -189,16 +194,18 @@ def _write(
     keyed: Dict[str, object],
     old: Optional[ImageStore],
     batch_size: int,
+    workers: int,
 ) -> None:
-    """Write the store for ``keyed`` into a fresh folder, then move it into place.
-    Pixels go straight to the memory-mapped file, so memory stays at one batch."""
+    """Write the store for ``keyed`` into a fresh folder, then move it into place: the
+    rows still current in ``old`` first, then the new images in order, decoded and
+    prepared ``batch_size`` at a time by ``workers`` processes. Pixels go straight to
+    the memory-mapped file, so memory stays at a few batches."""
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     index = {"version": STORE_VERSION, "fingerprint": fingerprint, "rows": {}, "stamps": {}}
     index["failed"], index["shape"] = {}, []
     out: List[numpy.ndarray] = []  # the memory map, once the pixel shape is known
-    pending: List[Tuple[str, object]] = []
 
     def put(key: str, pixels: numpy.ndarray) -> None:
         if not out:
@@ -213,27 +220,22 @@ def _write(
         index["rows"][key] = row = len(index["rows"])
         out[0][row] = pixels
 
-    def flush() -> None:
-        prepared = prepare_pixels(processor, [image for _, image in pending])
-        for (key, _), pixels in zip(pending, prepared):
-            put(key, pixels)
-        pending.clear()
-
+    todo = []
     for key, value in keyed.items():
         index["stamps"][key] = file_stamp(key)
-        if old is not None and old.is_current(key):
-            if key in old.failed:
-                index["failed"][key] = old.failed[key]
+        if old is None or not old.is_current(key):
+            todo.append((key, value))
+        elif key in old.failed:
+            index["failed"][key] = old.failed[key]
+        else:
+            put(key, old.pixels[old.rows[key]])
+    chunks = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
+    for results in _prepared_chunks(processor, chunks, workers):
+        for key, pixels, error in results:
+            if error is None:
+                put(key, pixels)
             else:
-                put(key, old.pixels[old.rows[key]])
-            continue
-        try:
-            pending.append((key, load_image(value)))
-        except ImageLoadError as err:
-            index["failed"][key] = str(err)
-        if len(pending) >= batch_size:
-            flush()
-    flush()
+                index["failed"][key] = error
     if out:
         out[0].flush()
         out.clear()
@@ -241,3 +243,36 @@ def _write(
     if path.exists():
         shutil.rmtree(path)
     os.replace(tmp, path)
+
+
+_PROCESSOR = None  # the image processor of a worker process
+
+
+def _set_processor(processor) -> None:
+    global _PROCESSOR
+    _PROCESSOR = processor
+
+
+def _prepare_chunk(chunk: List[Tuple[str, object]], processor=None) -> list:
+    """``(key, pixels, None)`` or ``(key, None, reason)`` per image of a chunk, in order."""
+    processor = processor if processor is not None else _PROCESSOR
+    decoded, results = [], {}
+    for key, value in chunk:
+        try:
+            decoded.append((key, load_image(value)))
+        except ImageLoadError as err:
+            results[key] = (key, None, str(err))
+    prepared = prepare_pixels(processor, [image for _, image in decoded])
+    results.update({key: (key, pixels, None) for (key, _), pixels in zip(decoded, prepared)})
+    return [results[key] for key, _ in chunk]
+
+
+def _prepared_chunks(processor, chunks: List[list], workers: int) -> Iterator[list]:
+    """The chunks prepared in order: in this process, or by a pool of forked workers
+    (which inherit the processor; on platforms without fork, in this process)."""
+    if workers <= 1 or len(chunks) < 2 or "fork" not in mp.get_all_start_methods():
+        yield from (_prepare_chunk(chunk, processor) for chunk in chunks)
+        return
+    context = mp.get_context("fork")
+    with context.Pool(min(workers, len(chunks)), _set_processor, (processor,)) as pool:
+        yield from pool.imap(_prepare_chunk, chunks)

@@ -217,3 +217,11 @@ def test_train_speed_smoke(tmp_path, repository_report_unchanged):
         assert float(cells[4]) > 0 and float(cells[5]) > 0
     assert len(set(row.split("|")[-2] for row in rows[:3])) == 1  # same final dev MRR
     assert text.count("x examples/s of `spacy train`") == 2
+
+
+def test_image_store_smoke(tmp_path):
+    from bench import image_store
+
+    text = image_store.main(["--work", str(tmp_path), "--dataset", "demo", "--workers", "1,2"])
+    rows = [line for line in text.splitlines() if line.startswith(("| tiny", "| ViT"))]
+    assert len(rows) == 4 and len({row.split("|")[3] for row in rows}) == 1  # same count

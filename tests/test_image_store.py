@@ -126,3 +126,17 @@ def test_a_damaged_store_is_built_again(encoder, images, tmp_path, caplog):
         ImageStore.open(tmp_path / "store")
     store = ImageStore.build(tmp_path / "store", encoder.image_processor, paths)
     assert len(store) == 3 and "building it again" in caplog.text
+
+
+def test_worker_processes_build_the_same_store(encoder, images, tmp_path):
+    paths, broken = images
+    data = png_bytes(color_image((10, 20, 30), size=33, noise=10))
+    values = paths + [broken, data]
+    stores = []
+    for workers in (1, 2):
+        folder = tmp_path / f"store-{workers}"
+        ImageStore.build(folder, encoder.image_processor, paths[:1])  # one row to reuse
+        ImageStore.build(folder, encoder.image_processor, values, batch_size=2, workers=workers)
+        stores.append(folder)
+    for name in ("pixels.npy", INDEX_FILE):
+        assert (stores[0] / name).read_bytes() == (stores[1] / name).read_bytes()
