@@ -228,6 +228,21 @@ def write_section(path: Path, heading: str, body: str) -> None:
     path.write_text(text, encoding="utf8")
 
 
+def command_line(module: str, argv: Optional[List[str]]) -> str:
+    """How a benchmark was run: ``python -m <module>`` and its arguments (``argv`` or sys.argv)."""
+    import sys
+
+    return f"python -m {module} " + " ".join(sys.argv[1:] if argv is None else argv)
+
+
+def publish(text: str, output: Optional[Path], heading: str) -> str:
+    """Print a report and, given a Markdown file, replace its section ``heading``."""
+    print(text)
+    if output is not None:
+        write_section(output, heading, text)
+    return text
+
+
 def output_path(given: Optional[Path], full_run: bool, work: Path) -> Path:
     """Where a report goes: ``given``; else BENCHMARKS.md for a full-size run, else the work dir.
 

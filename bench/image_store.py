@@ -8,13 +8,12 @@ Run from the repository root: ``python -m bench.image_store`` (about 1 min).
 
 import argparse
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import List, Optional
 
-from .common import int_list, machine, write_section
+from .common import command_line, int_list, machine, publish
 from .train_speed import SIX_K, prepare_data, prepare_encoders
 
 HEADING = "## Building the image store"
@@ -61,7 +60,7 @@ def main(argv: Optional[List[str]] = None) -> str:
         "tiny CLIP, 32 px": CLIPImageProcessor.from_pretrained(tiny),
         "ViT-B/32, 224 px": CLIPImageProcessor(),
     }
-    command = "python -m bench.image_store " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = command_line("bench.image_store", argv)
     lines = [
         f"Machine: {machine()}",
         f"Command: `{command.strip()}`; {len(values):,} image values ({args.dataset}).",
@@ -78,10 +77,7 @@ def main(argv: Optional[List[str]] = None) -> str:
             lines.append(f"| {name} | {workers} | {len(store):,} | {seconds:.1f} |")
             shutil.rmtree(folder)
     text = "\n".join(lines) + "\n"
-    print(text)
-    if args.output is not None:
-        write_section(args.output, HEADING, text)
-    return text
+    return publish(text, args.output, HEADING)
 
 
 if __name__ == "__main__":

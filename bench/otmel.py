@@ -20,7 +20,6 @@ What is measured (nothing here is estimated or hard-coded):
 """
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -29,11 +28,12 @@ import numpy
 
 from .common import (
     Timer,
+    command_line,
     int_list,
     machine,
     median_run,
     mention_docs,
-    write_section,
+    publish,
 )
 from .vit import stage1, stage2, synthetic_cache
 
@@ -217,12 +217,9 @@ def main(argv: Optional[List[str]] = None) -> str:
             pipelines[name] = measure_pipeline(
                 path, args.corpus, args.sizes, args.mentions, args.train_batch_size
             )
-    command = "python -m bench.otmel " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = command_line("bench.otmel", argv)
     text = report(alignment_rows, pipelines, command.strip())
-    print(text)
-    if args.output is not None:
-        write_section(args.output, HEADING, text)
-    return text
+    return publish(text, args.output, HEADING)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from .common import ROOT, machine, write_section
+from .common import ROOT, command_line, machine, publish
 
 HEADING = "## Training speed (`spacy train`)"
 BASELINE = "93d5ca2"  # the last commit before the training-speed work (issue 17)
@@ -263,17 +263,14 @@ def main(argv: Optional[List[str]] = None) -> str:
                 profiles[f"{name}, {tree}"] = run(
                     root, dict(overrides, **extra), args.threads, work, steps
                 )
-    command = "python -m bench.train_speed " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = command_line("bench.train_speed", argv)
     text = report(rows, command.strip(), args.baseline)
     if profiles:
         text += (
             "\nWhere a training step spends its time (cProfile, cumulative time of each phase's "
         )
         text += "function; dev evaluation timed once, separately):\n\n" + profile_table(profiles)
-    print(text)
-    if args.output is not None:
-        write_section(args.output, HEADING, text)
-    return text
+    return publish(text, args.output, HEADING)
 
 
 def runs(
