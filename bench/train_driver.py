@@ -14,13 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-
-def peak_rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
+from common import peak_rss_mib  # bench/common.py: this script's folder is on sys.path
 
 # Phases of a training step: (phase, file name ending, function name) of the functions
 # whose cumulative time is the phase's (they do not nest in one another).

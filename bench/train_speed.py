@@ -21,6 +21,7 @@ the same seed can be checked.
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -280,7 +281,7 @@ def runs(
     store = corpus.parent / "image-store"
     results = [row(name, "baseline", run(trees["baseline"], overrides, threads, work))]
     results.append(row(name, "this", run(trees["this"], overrides, threads, work)))
-    subprocess.run(["rm", "-rf", str(store)], check=True)
+    shutil.rmtree(store, ignore_errors=True)
     with_store = dict(overrides, **{"paths.image_store": str(store)})
     results.append(row(name, "this, store", run(trees["this"], with_store, threads, work)))
     for result in results:

@@ -115,7 +115,7 @@ class ImageStore:
         if key is None or (key not in self.rows and key not in self.failed):
             self.misses += 1
             return None
-        if not key.startswith("sha1:") and file_stamp(key) != self.stamps.get(key):
+        if not self.is_current(key):
             self.stale += 1
             return None
         self.hits += 1

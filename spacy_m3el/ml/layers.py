@@ -71,19 +71,6 @@ def outer_attention_weights(
     return weights if bool(has_keys.all()) else weights * has_keys.to(weights.dtype)
 
 
-def outer_attention(
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    key_mask: Optional[torch.Tensor],
-    scale: float,
-) -> torch.Tensor:
-    """Every query set (query [C, L, h]) attending over every key set (key and value
-    [n, K, h], key_mask [n, K]) -> [n, C, L, h']."""
-    weights = outer_attention_weights(query, key, key_mask, scale)
-    return torch.einsum("clnk,nkh->nclh", weights, value)
-
-
 def pooled_outer_attention(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -92,9 +79,10 @@ def pooled_outer_attention(
     query_mask: torch.Tensor,
     scale: float,
 ) -> torch.Tensor:
-    """The mean over each query set's real queries (query_mask [C, L]) of
-    :func:`outer_attention` -> [n, C, h']: the weights are averaged before they gather
-    the values, so the [n, C, L, h'] outputs are never formed."""
+    """Every query set (query [C, L, h]) attending over every key set (key and value
+    [n, K, h], key_mask [n, K]), averaged over each set's real queries (query_mask
+    [C, L]) -> [n, C, h']: the weights are averaged before they gather the values, so
+    the [n, C, L, h'] outputs are never formed."""
     weights = outer_attention_weights(query, key, key_mask, scale)
     real = query_mask.to(weights.dtype)
     pooled = (
@@ -123,9 +111,6 @@ class AttentionAlignment(nn.Module):
     ) -> torch.Tensor:
         """Values gathered per query; leading dims broadcast. query_mask is unused here
         (a padded query's output is ignored downstream) but part of the alignment call."""
-        if _is_outer(query, key):
-            mask = None if key_mask is None else key_mask[:, 0]
-            return outer_attention(query[0], key[:, 0], value[:, 0], mask, self.scale)
         logits = grouped_matmul(query, key.transpose(-1, -2)) * self.scale
         if key_mask is None:
             return grouped_matmul(logits.softmax(dim=-1), value)

@@ -373,8 +373,9 @@ def prepare_batch(component: Any, examples: Iterable[Example]) -> None:
     """On the prefetch worker: prepare a future batch's examples (:func:`prepare_examples`)
     and load their images into the component's image loader, for the step to take.
     Batches of other pipelines (another vocab) and of other items are left alone."""
-    examples = [eg for eg in examples if isinstance(eg, Example)]
-    examples = [eg for eg in examples if eg.reference.vocab is component.vocab]
+    examples = [
+        eg for eg in examples if isinstance(eg, Example) and eg.reference.vocab is component.vocab
+    ]
     if not examples:
         return
     ready = prepare_examples(component, examples)
