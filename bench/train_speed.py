@@ -83,14 +83,35 @@ def baseline_tree(work: Path, revision: str) -> Path:
     return tree
 
 
+def prefetch_config(work: Path) -> Path:
+    """This tree's demo config with its batcher wrapped in ``spacy_m3el.PrefetchBatcher.v1``."""
+    from thinc.api import Config
+
+    config = Config().from_disk(ROOT / "configs" / "demo.cfg", interpolate=False)
+    inner = config["training"]["batcher"]
+    config["training"]["batcher"] = {
+        "@batchers": "spacy_m3el.PrefetchBatcher.v1",
+        "ahead": 2,
+        "batcher": inner,
+    }
+    (work / "configs").mkdir(parents=True, exist_ok=True)
+    config.to_disk(work / "configs" / "demo-prefetch.cfg")
+    return work / "configs" / "demo-prefetch.cfg"
+
+
 def run(
-    tree: Path, overrides: Dict[str, object], threads: int, work: Path, profile_steps: int = 0
+    tree: Path,
+    overrides: Dict[str, object],
+    threads: int,
+    work: Path,
+    profile_steps: int = 0,
+    config: Optional[Path] = None,
 ) -> dict:
     """One timed ``spacy train`` of ``tree``'s demo config (or, with ``profile_steps``,
     that many profiled updates and one dev evaluation), in a fresh process."""
     with tempfile.TemporaryDirectory(dir=work) as output:
         settings = {
-            "config": str(tree / "configs" / "demo.cfg"),
+            "config": str(config or tree / "configs" / "demo.cfg"),
             "overrides": overrides,
             "output": output,
             "threads": threads,
@@ -221,6 +242,9 @@ def main(argv: Optional[List[str]] = None) -> str:
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
+        "--prefetch", action="store_true", help="Also this tree with the prefetch batcher."
+    )
+    parser.add_argument(
         "--profile-steps",
         type=int,
         default=60,
@@ -248,7 +272,7 @@ def main(argv: Optional[List[str]] = None) -> str:
         settings[label] = (datasets[first], vit)
     rows = []
     for name, (corpus, overrides) in settings.items():
-        rows += runs(name, trees, overrides, corpus, args.threads, work)
+        rows += runs(name, trees, overrides, corpus, args.threads, work, args.prefetch)
     profiles = {}
     if args.profile_steps:
         profiled = [(list(datasets)[-1], args.profile_steps)]
@@ -275,15 +299,26 @@ def main(argv: Optional[List[str]] = None) -> str:
 
 
 def runs(
-    name: str, trees: Dict[str, Path], overrides: dict, corpus: Path, threads: int, work: Path
+    name: str,
+    trees: Dict[str, Path],
+    overrides: dict,
+    corpus: Path,
+    threads: int,
+    work: Path,
+    prefetch: bool = False,
 ):
-    """The baseline, this tree without and with its image store (built afresh)."""
+    """The baseline, this tree without and with its image store (built afresh), and with
+    ``prefetch`` also with the store and ``spacy_m3el.PrefetchBatcher.v1``."""
     store = corpus.parent / "image-store"
     results = [row(name, "baseline", run(trees["baseline"], overrides, threads, work))]
     results.append(row(name, "this", run(trees["this"], overrides, threads, work)))
     shutil.rmtree(store, ignore_errors=True)
     with_store = dict(overrides, **{"paths.image_store": str(store)})
     results.append(row(name, "this, store", run(trees["this"], with_store, threads, work)))
+    if prefetch:
+        config = prefetch_config(work)
+        result = run(trees["this"], with_store, threads, work, config=config)
+        results.append(row(name, "this, store, prefetch", result))
     for result in results:
         print(json.dumps(result), file=sys.stderr)
     return results

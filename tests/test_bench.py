@@ -225,3 +225,20 @@ def test_image_store_smoke(tmp_path):
     text = image_store.main(["--work", str(tmp_path), "--dataset", "demo", "--workers", "1,2"])
     rows = [line for line in text.splitlines() if line.startswith(("| tiny", "| ViT"))]
     assert len(rows) == 4 and len({row.split("|")[3] for row in rows}) == 1  # same count
+
+
+def test_train_speed_prefetch_row_smoke(tmp_path):
+    """--prefetch adds a run of this tree with the prefetch batcher: same final scores."""
+    from bench import train_speed
+
+    args = ["--work", str(tmp_path / "work"), "--baseline", "HEAD", "--steps", "2"]
+    args += ["--datasets", "demo", "--vit-steps", "0", "--profile-steps", "0", "--threads", "1"]
+    text = train_speed.main(args + ["--prefetch"])
+    rows = [line for line in text.splitlines() if line.startswith("| demo")]
+    assert [row.split("|")[2].strip() for row in rows] == [
+        "baseline",
+        "this",
+        "this, store",
+        "this, store, prefetch",
+    ]
+    assert len({row.split("|")[-2] for row in rows}) == 1  # same final dev MRR
