@@ -24,6 +24,7 @@ from .kb import (
 )
 from .pipeline.linker import M3ELLinker
 from .readers import MultimodalCorpus
+from .registrations_trf import build_m3el_v3
 from .scoring import score_linker
 
 DEFAULT_MODEL_CONFIG = """
@@ -126,6 +127,8 @@ def make_m3el_linker(
     scorer: Optional[Callable],
 ) -> M3ELLinker:
     """Create an ``m3el_linker`` (see :class:`M3ELLinker` for the settings)."""
+    if hasattr(model, "attach_pipeline"):  # a text tower reads this pipeline's transformer
+        model.attach_pipeline(nlp)
     return M3ELLinker(
         nlp.vocab,
         model,
@@ -195,30 +198,25 @@ def build_m3el_v2(
         the text and image units; false leaves their global vectors only (with
         the other units off: the CLIP dual-encoder baseline).
     """
-    from .ml.model import build_m3el_model
-
-    return build_m3el_model(
+    return build_m3el_v3(
         encoder,
         alignment,
-        hidden_width=hidden_width,
-        image_width=image_width,
-        units=(
-            use_text_unit,
-            use_image_unit,
-            use_t2v_unit,
-            use_v2t_unit,
-            use_contrastive_loss,
-            use_fusion_unit,
-            use_late_interaction,
-        ),
-        contrastive=(
-            contrastive_temperature,
-            contrastive_inter_weight,
-            contrastive_intra_weight,
-            contrastive_weight,
-        ),
-        csra_lambda=csra_lambda,
-        missing_images=missing_images,
+        None,
+        hidden_width,
+        image_width,
+        use_text_unit,
+        use_image_unit,
+        use_t2v_unit,
+        use_v2t_unit,
+        use_contrastive_loss,
+        contrastive_temperature,
+        contrastive_inter_weight,
+        contrastive_intra_weight,
+        contrastive_weight,
+        csra_lambda,
+        missing_images,
+        use_fusion_unit,
+        use_late_interaction,
     )
 
 

@@ -69,6 +69,8 @@ class CLIPEncoder(nn.Module):
     max_length (int): Maximum number of text tokens (longer texts are truncated).
     """
 
+    uses_tokenizer = True
+
     def __init__(
         self,
         name: str,
@@ -103,7 +105,9 @@ class CLIPEncoder(nn.Module):
         source = name or self.name
         try:
             clip = CLIPModel.from_pretrained(source, **kwargs)
-            tokenizer = CLIPTokenizerFast.from_pretrained(source, **kwargs)
+            tokenizer = (
+                CLIPTokenizerFast.from_pretrained(source, **kwargs) if self.uses_tokenizer else None
+            )
             image_processor = CLIPImageProcessor.from_pretrained(source, **kwargs)
         except OSError as err:
             raise OSError(
@@ -125,10 +129,11 @@ class CLIPEncoder(nn.Module):
 
     def _check_widths(self, config) -> None:
         found = {
-            "text_width": config.text_config.hidden_size,
             "vision_width": config.vision_config.hidden_size,
             "projection_dim": config.projection_dim,
         }
+        if self.uses_tokenizer:
+            found["text_width"] = config.text_config.hidden_size
         wrong = {k: v for k, v in found.items() if getattr(self, k) != v}
         if wrong:
             fixes = ", ".join(f"{k} = {v}" for k, v in wrong.items())
@@ -149,11 +154,15 @@ class CLIPEncoder(nn.Module):
         """Everything except the weights needed to rebuild the encoder offline."""
         if not self.is_loaded:
             return {"name": self.name, "hf_config": None}
-        with tempfile.TemporaryDirectory() as tmp:
-            self.tokenizer.save_pretrained(tmp)
-            files = {
-                p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.name in TOKENIZER_FILES
-            }
+        files = {}
+        if self.tokenizer is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                self.tokenizer.save_pretrained(tmp)
+                files = {
+                    p.name: p.read_bytes()
+                    for p in Path(tmp).iterdir()
+                    if p.name in TOKENIZER_FILES
+                }
         return {
             "name": self.name,
             "max_length": self.max_length,
@@ -172,10 +181,12 @@ class CLIPEncoder(nn.Module):
         from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizerFast
 
         config = CLIPConfig.from_dict(meta["hf_config"])
-        with tempfile.TemporaryDirectory() as tmp:
-            for filename, data in meta["tokenizer_files"].items():
-                (Path(tmp) / filename).write_bytes(data)
-            tokenizer = CLIPTokenizerFast.from_pretrained(tmp, local_files_only=True)
+        tokenizer = None
+        if meta["tokenizer_files"]:
+            with tempfile.TemporaryDirectory() as tmp:
+                for filename, data in meta["tokenizer_files"].items():
+                    (Path(tmp) / filename).write_bytes(data)
+                tokenizer = CLIPTokenizerFast.from_pretrained(tmp, local_files_only=True)
         processor_dict = dict(meta["image_processor"])
         processor_dict.pop("image_processor_type", None)
         processor_dict.pop("processor_class", None)
@@ -205,12 +216,14 @@ class CLIPEncoder(nn.Module):
         """
         self._require_loaded()
         input_ids, attention_mask = self.tokenize(texts)
-        has_image = numpy.array([image is not None for image in images], dtype=bool)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, **self.image_features(images)}
+
+    def image_features(self, images: Sequence[Optional[object]]) -> Dict[str, numpy.ndarray]:
+        """``pixel_values`` of the items that have an image and ``has_image`` per item."""
+        self._require_loaded()
         return {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
             "pixel_values": self.pixel_values([image for image in images if image is not None]),
-            "has_image": has_image,
+            "has_image": numpy.array([image is not None for image in images], dtype=bool),
         }
 
     def tokenize(self, texts: Sequence[str]) -> Tuple[numpy.ndarray, numpy.ndarray]:
@@ -263,7 +276,21 @@ class CLIPEncoder(nn.Module):
         clip = self.clip
         text_out = clip.text_model(input_ids=input_ids, attention_mask=attention_mask)
         text_global = nn.functional.normalize(clip.text_projection(text_out.pooler_output), dim=-1)
-        n = input_ids.shape[0]
+        return self.with_images(
+            text_global, text_out.last_hidden_state, attention_mask.bool(), pixel_values, has_image
+        )
+
+    def with_images(
+        self,
+        text_global: torch.Tensor,
+        text_tokens: torch.Tensor,
+        text_mask: torch.Tensor,
+        pixel_values: torch.Tensor,
+        has_image: torch.Tensor,
+    ) -> EncoderOutput:
+        """The text features plus the image features of the items that have an image
+        (zeros for the others)."""
+        n = text_global.shape[0]
         image_global = text_global.new_zeros((n, self.projection_dim))
         image_tokens = text_global.new_zeros((n, self.n_image_tokens, self.vision_width))
         if pixel_values.shape[0] > 0:
@@ -273,8 +300,8 @@ class CLIPEncoder(nn.Module):
             image_tokens = image_tokens.index_copy(0, index, tokens)
         return EncoderOutput(
             text_global=text_global,
-            text_tokens=text_out.last_hidden_state,
-            text_mask=attention_mask.bool(),
+            text_tokens=text_tokens,
+            text_mask=text_mask,
             image_global=image_global,
             image_tokens=image_tokens,
             has_image=has_image.bool(),

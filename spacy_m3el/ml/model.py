@@ -12,14 +12,16 @@ starts from the loss itself.
 import hashlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy
+from spacy.tokens import Doc
 from thinc.api import ArgsKwargs, Model, PyTorchWrapper_v3
 
 from .bi_encoder import RetrievalSpec
 from .serialization import deserialize_net, serialize_net
 from .sides import SideArrays, concat_sides
+from .text_tower import MentionWindow
 
 Features = Dict[str, numpy.ndarray]
 ROLES = ("mention", "entity")
@@ -32,11 +34,14 @@ class TrainingBatch:
     mention_features (Features): Featurized mention texts and images (:meth:`M3ELModel.featurize`).
     entity_features (Features): Featurized entities: the gold entities and the negatives.
     labels (numpy.ndarray[B]): The entity row of each mention's gold entity.
+    text_backprops (Dict[str, Callable]): With a text tower, its backprop per role
+        ("mention", "entity"), called with the gradient of the role's ``text_tokens``.
     """
 
     mention_features: Features
     entity_features: Features
     labels: numpy.ndarray
+    text_backprops: Dict[str, Callable[[numpy.ndarray], None]] = field(default_factory=dict)
 
 
 @dataclass
@@ -52,9 +57,11 @@ class M3ELModel(Model):
 
     net (M3ELNet): The network, built from config values; the pretrained
         encoder weights are loaded by ``initialize``.
+    text_tower (Optional[TransformerTextTower]): Gives the text features from the
+        pipeline's shared transformer (the encoder then encodes images only).
     """
 
-    def __init__(self, net) -> None:
+    def __init__(self, net, text_tower: Optional[Model] = None) -> None:
         wrapper = PyTorchWrapper_v3(
             net,
             convert_inputs=_convert_inputs,
@@ -65,7 +72,7 @@ class M3ELModel(Model):
         super().__init__(
             "m3el",
             _forward,
-            layers=[wrapper],
+            layers=[wrapper] + ([text_tower] if text_tower is not None else []),
             init=_init,
             attrs={"encoder_name": net.encoder.name},
         )
@@ -74,6 +81,22 @@ class M3ELModel(Model):
     def net(self):
         """The PyTorch module (:class:`~spacy_m3el.ml.network.M3ELNet`)."""
         return self.layers[0].shims[0]._model
+
+    @property
+    def text_tower(self):
+        """The :class:`~spacy_m3el.ml.text_tower.TransformerTextTower`, or None when the
+        encoder has its own text tower."""
+        return self.layers[1] if len(self.layers) > 1 else None
+
+    def attach_pipeline(self, nlp) -> None:
+        """Tell the text tower (if any) which pipeline's transformer it reads."""
+        if self.text_tower is not None:
+            self.text_tower.attach(nlp)
+
+    def state_key(self) -> Tuple[Any, ...]:
+        """Cheap: changes when weights outside the network that its features depend on
+        (the shared transformer's) change."""
+        return self.text_tower.state_key() if self.text_tower is not None else ()
 
     @property
     def needs_images(self) -> bool:
@@ -111,9 +134,40 @@ class M3ELModel(Model):
 
     # Inference ----------------------------------------------------------------
 
-    def featurize(self, texts: Sequence[str], images: Sequence[Optional[object]]) -> Features:
-        """Tokenize texts and preprocess images (PIL RGB images or None) for the network."""
-        return self.net.encoder.featurize(texts, images)
+    def featurize(
+        self,
+        texts: Sequence[str],
+        images: Sequence[Optional[object]],
+        windows: Optional[Sequence[MentionWindow]] = None,
+    ) -> Features:
+        """Tokenize texts and preprocess images (PIL RGB images or None) for the network.
+
+        windows (Optional[Sequence[MentionWindow]]): The mentions the texts describe; a
+            text tower reads their docs' transformer output instead of the texts.
+        """
+        features, _ = self.featurize_for_update(texts, images, windows, is_train=False)
+        return features
+
+    def featurize_for_update(
+        self,
+        texts: Sequence[str],
+        images: Sequence[Optional[object]],
+        windows: Optional[Sequence[MentionWindow]] = None,
+        batch_docs: Optional[List[Doc]] = None,
+        *,
+        is_train: bool = True,
+    ) -> Tuple[Features, Optional[Callable[[numpy.ndarray], None]]]:
+        """:meth:`featurize` for a training step: also the text tower's backprop (None
+        without a text tower). ``batch_docs``: every doc of the step, in order."""
+        tower = self.text_tower
+        if tower is None:
+            return self.net.encoder.featurize(texts, images), None
+        if windows is not None:
+            arrays, backprop = tower.mention_arrays(windows, batch_docs, is_train)
+        else:
+            arrays, backprop = tower.text_arrays(texts, is_train)
+        self.net.encoder.check_text_width(arrays.tokens.shape[-1])
+        return {**arrays.features(), **self.net.encoder.image_features(images)}, backprop
 
     def encode(
         self,
@@ -121,12 +175,15 @@ class M3ELModel(Model):
         texts: Sequence[str],
         images: Sequence[Optional[object]],
         batch_size: int = 64,
+        windows: Optional[Sequence[MentionWindow]] = None,
     ) -> SideArrays:
         """Side features of mentions or entities, computed ``batch_size`` items at a time.
 
         role (str): "mention" or "entity".
         texts (Sequence[str]): One input text per item.
         images (Sequence[Optional[PIL.Image.Image]]): One image (or None) per item.
+        windows (Optional[Sequence[MentionWindow]]): Per mention, the span and its context
+            (read by a text tower).
         RETURNS (SideArrays): The items' side features (token arrays padded to the longest).
         """
         if role not in ROLES:
@@ -140,7 +197,8 @@ class M3ELModel(Model):
         parts = []
         for start in range(0, len(texts), max(1, batch_size)):
             stop = start + max(1, batch_size)
-            features = self.featurize(texts[start:stop], images[start:stop])
+            part = None if windows is None else windows[start:stop]
+            features = self.featurize(texts[start:stop], images[start:stop], part)
             parts.append(self.encode_features(role, features))
         return concat_sides(parts)
 
@@ -196,6 +254,8 @@ class M3ELModel(Model):
         net = self.net
         digest = hashlib.sha256(repr(net.units).encode("utf8"))
         digest.update(f"missing_images={net.missing_images.policy}".encode("utf8"))
+        if self.text_tower is not None:
+            self.text_tower.update_digest(digest)
         for name, module in net.named_modules():
             if hasattr(module, "cache_key"):  # e.g. OT settings, a teacher or a student
                 digest.update(f"{name}={module.cache_key()}".encode("utf8"))
@@ -259,7 +319,11 @@ def _forward(
 
     def backprop(_: Any = None) -> None:
         with deterministic_torch():
-            backprop_net(None)
+            d_text = backprop_net(None)
+        # The entities first: the mentions' listener backprop may step the transformer.
+        for role in ("entity", "mention"):
+            if role in batch.text_backprops:
+                batch.text_backprops[role](d_text[role])
 
     return outputs, backprop
 
@@ -295,7 +359,21 @@ def _to_numpy(value: Any) -> Any:
 def _convert_inputs(model: Model, X: _NetCall, is_train: bool):
     device = model.shims[0].device
     kwargs = _to_torch(X.inputs, device)
-    return ArgsKwargs(args=(X.method,), kwargs=kwargs), lambda d_inputs: X
+    roles = [role for role in ROLES if "text_tokens" in kwargs.get(f"{role}_features", {})]
+    if is_train:
+        for role in roles:  # text features from a text tower get their gradient
+            kwargs[f"{role}_features"]["text_tokens"].requires_grad_(True)
+
+    def d_text_tokens(d_inputs: ArgsKwargs) -> Dict[str, Optional[numpy.ndarray]]:
+        grads = {role: d_inputs.kwargs[f"{role}_features"]["text_tokens"] for role in roles}
+        return {
+            role: numpy.zeros(X.inputs[f"{role}_features"]["text_tokens"].shape, "float32")
+            if grad is None
+            else grad.detach().cpu().numpy()
+            for role, grad in grads.items()
+        }
+
+    return ArgsKwargs(args=(X.method,), kwargs=kwargs), d_text_tokens
 
 
 def _convert_outputs(model: Model, inputs_outputs, is_train: bool):
@@ -321,6 +399,7 @@ def build_m3el_model(
     contrastive: Tuple[float, float, float, float],
     csra_lambda: float,
     missing_images: str = "mask",
+    text_tower: Optional[Model] = None,
 ) -> M3ELModel:
     """Build the network from config values and wrap it; ``initialize`` loads the encoder.
 
@@ -328,6 +407,7 @@ def build_m3el_model(
         and optionally the fusion unit and late interaction (``UnitSwitches`` order).
     contrastive (Tuple[float, ...]): Temperature, inter- and inner-source weights, weight.
     missing_images (str): The policy for image-less items (``ml.missing_images``).
+    text_tower (Optional[Model]): A text tower (the encoder must then take text features).
     """
     from .network import ContrastiveSettings, M3ELNet, UnitSwitches
 
@@ -345,4 +425,4 @@ def build_m3el_model(
         csra_lambda=csra_lambda,
         missing_images=missing_images,
     )
-    return M3ELModel(net)
+    return M3ELModel(net, text_tower)

@@ -52,8 +52,8 @@ class EntityIndex:
         self.batch_size = batch_size
         self.component = component
         self._cache: Optional[EntityCache] = None
-        self._key: Optional[Tuple[int, int, int]] = None
-        self._exact: Optional[Tuple[Tuple[int, int, int], EntityCache]] = None
+        self._key: Optional[Tuple[Any, ...]] = None
+        self._exact: Optional[Tuple[Tuple[Any, ...], EntityCache]] = None
         self._model_version = 0
 
     def model_changed(self) -> None:
@@ -80,8 +80,8 @@ class EntityIndex:
         """Drop the float32 features kept by :meth:`exact` (they take 4 bytes per value)."""
         self._exact = None
 
-    def _current_key(self, kb: MultimodalKB) -> Tuple[int, int, int]:
-        return (self._model_version, id(kb), len(kb))
+    def _current_key(self, kb: MultimodalKB) -> Tuple[Any, ...]:
+        return (self._model_version, id(kb), len(kb), self.model.state_key())
 
     def is_current(self, kb: MultimodalKB) -> bool:
         """Whether the cache in memory was made or checked for these weights and this KB."""

@@ -20,10 +20,10 @@ from ..images import (
     load_image,
 )
 from ..kb import EntityRecord, MultimodalKB
+from ..ml.text_tower import SEPARATOR, MentionWindow
 
 logger = logging.getLogger("spacy_m3el")
 Corpora = Union[None, str, Path, Iterable[Union[None, str, Path]]]
-SEPARATOR = " [SEP] "
 
 
 def mention_text(span: Span, max_context_tokens: int) -> str:
@@ -34,6 +34,12 @@ def mention_text(span: Span, max_context_tokens: int) -> str:
     cut to a window centred on the mention so the mention's surroundings
     survive the encoder's truncation.
     """
+    window = mention_window(span, max_context_tokens)
+    return span.text + SEPARATOR + span.doc[window.start : window.end].text
+
+
+def mention_window(span: Span, max_context_tokens: int) -> MentionWindow:
+    """The span and its context (what :func:`mention_text` writes out, for a text tower)."""
     doc = span.doc
     if doc.has_annotation("SENT_START"):
         start, end = span.sent.start, span.sent.end
@@ -43,7 +49,16 @@ def mention_text(span: Span, max_context_tokens: int) -> str:
         half = max(0, (max_context_tokens - len(span)) // 2)
         start = max(start, span.start - half)
         end = min(end, start + max_context_tokens)
-    return span.text + SEPARATOR + doc[start:end].text
+    return MentionWindow(span, start, end)
+
+
+def mention_windows(
+    model: Any, spans: List[Span], max_context_tokens: int
+) -> Optional[List[MentionWindow]]:
+    """The spans' windows when the model has a text tower (None otherwise: the texts suffice)."""
+    if model.text_tower is None:
+        return None
+    return [mention_window(span, max_context_tokens) for span in spans]
 
 
 def entity_text(record: EntityRecord) -> str:

@@ -28,7 +28,7 @@ from .decision import LinkDecision, fit_decision
 from .entity_cache import EntityCache
 from .entity_index import CACHE_FILE, EntityIndex, retrieve_candidates
 from .gold import check_gold_sample
-from .inputs import Corpora, ImageLoader, mention_text
+from .inputs import Corpora, ImageLoader, mention_text, mention_windows
 from .mining import NegativeMiner
 from .ranking import (
     DocPrediction,
@@ -255,6 +255,8 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
         if kb_loader is not None:
             self.set_kb(kb_loader)
         self.validate_kb()
+        if nlp is not None:
+            self.model.attach_pipeline(nlp)
         self.model.initialize()
         self.index.model_changed()
         if get_examples is not None and not self.ignore_missing_gold:
@@ -311,7 +313,10 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
     def encode_mentions(self, spans: List[Span], images: List[object]) -> SideArrays:
         """The mentions' side features: ``"<mention> [SEP] <context>"`` and the doc's image."""
         texts = [mention_text(span, self.max_context_tokens) for span in spans]
-        return self.model.encode("mention", texts, images, batch_size=self.entity_batch_size)
+        windows = mention_windows(self.model, spans, self.max_context_tokens)
+        return self.model.encode(
+            "mention", texts, images, batch_size=self.entity_batch_size, windows=windows
+        )
 
     def retrieve(
         self, spans: List[Span], mentions: SideArrays, cache: Optional[EntityCache] = None
@@ -418,8 +423,11 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
         losses.setdefault(self.name, 0.0)
         validate_examples(examples, "M3ELLinker.update")
         self.validate_kb()
-        batch = component_training_batch(self, training_examples(self, list(examples)))
+        examples = training_examples(self, list(examples))
+        batch = component_training_batch(self, examples)
         if batch is None:
+            if self.model.text_tower is not None:
+                self.model.text_tower.skip_batch([eg.predicted for eg in examples])
             return losses
         outputs, backprop = self.model.begin_update(batch)
         backprop(None)

@@ -16,7 +16,14 @@ from ..kb import MultimodalKB
 from ..ml.model import Features, M3ELModel, TrainingBatch
 from . import prefetch
 from .gold import GOLD_NOT_IN_KB, GOLD_OK, gold_status, missing_gold_message
-from .inputs import Corpora, ImageLoader, build_image_store, entity_text, mention_text
+from .inputs import (
+    Corpora,
+    ImageLoader,
+    build_image_store,
+    entity_text,
+    mention_text,
+    mention_windows,
+)
 
 TOKEN_ATTRS = [ORTH, IDX, SPACY]
 
@@ -204,6 +211,7 @@ def training_batch(
     choose_image: Callable[[int], int],
     mine: Optional[Callable[[Features], List[List[str]]]] = None,
     image_swaps: bool = False,
+    batch_docs: Optional[List[Doc]] = None,
 ) -> TrainingBatch:
     """The model's inputs for a batch of gold mentions.
 
@@ -222,11 +230,16 @@ def training_batch(
         name and description but another batch entity's image (its nearest alias
         sibling's when it has one): the scores of the two differ only in the
         image-dependent units, which must tell them apart.
+    batch_docs (Optional[List[Doc]]): Every doc of the step, in order (a text tower's
+        listener checks that it received the transformer's output for these).
     RETURNS (TrainingBatch): Featurized mentions and entities and the gold columns.
     """
     alias_candidates = [list(candidates) for candidates in alias_candidates]
     texts = [mention_text(s, max_context_tokens) for s in spans]
-    mention_features = model.featurize(texts, mention_images)
+    windows = mention_windows(model, spans, max_context_tokens)
+    mention_features, mention_backprop = model.featurize_for_update(
+        texts, mention_images, windows, batch_docs
+    )
     mined = mine(mention_features) if mine is not None else [[] for _ in spans]
     entity_ids = list(dict.fromkeys(gold_ids))
     for gold, candidates, hard in zip(gold_ids, alias_candidates, mined):
@@ -248,10 +261,13 @@ def training_batch(
         swapped = swap_images(gold_ids, entity_images, column, alias_candidates)
         texts += [texts[i] for i, _ in swapped]
         entity_images += [image for _, image in swapped]
+    entity_features, entity_backprop = model.featurize_for_update(texts, entity_images)
+    backprops = {"mention": mention_backprop, "entity": entity_backprop}
     return TrainingBatch(
         mention_features=mention_features,
-        entity_features=model.featurize(texts, entity_images),
+        entity_features=entity_features,
         labels=numpy.array([column[g] for g in gold_ids], dtype="int64"),
+        text_backprops={role: bp for role, bp in backprops.items() if bp is not None},
     )
 
 
@@ -318,6 +334,7 @@ def component_training_batch(component: Any, examples: List[Example]) -> Optiona
         choose_image=random_image_choice,
         mine=mine if miner.enabled else None,
         image_swaps=component.image_swap_negatives,
+        batch_docs=[eg.predicted for eg in examples],
     )
 
 
@@ -362,6 +379,8 @@ def warm_token_cache(component: Any, docs: Iterable[Doc], chunk: int = 1024) -> 
     encoder's token cache size). Training then finds them in the cache; results do not
     change (the cache holds exactly what the tokenizer gives)."""
     model = component.model
+    if model.text_tower is not None:
+        return  # the shared transformer tokenizes (spacy-transformers)
     mentions = (mention_text(ent, component.max_context_tokens) for doc in docs for ent in doc.ents)
     entities = (entity_text(record) for record in component.kb.records())
     texts = list(dict.fromkeys(chain(mentions, entities)))[: model.token_cache_size]
