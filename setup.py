@@ -42,17 +42,15 @@ setup(
         "spacy_architectures": [
             f"spacy_m3el.M3EL.v1 = {REGISTRATIONS}:build_m3el_v1",
             f"spacy_m3el.M3EL.v2 = {REGISTRATIONS}:build_m3el_v2",
-            f"spacy_m3el.M3EL.v3 = {REGISTRATIONS}_trf:build_m3el_v3",
-            "spacy_m3el.TransformerTextTower.v1 = "
-            f"{REGISTRATIONS}_trf:build_transformer_text_tower_v1",
+            f"spacy_m3el.M3EL.v3 = {REGISTRATIONS}:build_m3el_v3",
+            f"spacy_m3el.TransformerTextTower.v1 = {REGISTRATIONS}:build_transformer_text_tower_v1",
             # Deprecated aliases of the @misc functions of the same names.
             f"spacy_m3el.CLIPEncoder.v1 = {REGISTRATIONS}:deprecated_clip_encoder_v1",
             f"spacy_m3el.AttentionAlignment.v1 = {REGISTRATIONS}:deprecated_attention_alignment_v1",
         ],
         "spacy_misc": [
             f"spacy_m3el.CLIPEncoder.v1 = {REGISTRATIONS}:build_clip_encoder_v1",
-            "spacy_m3el.CLIPVisionEncoder.v1 = "
-            f"{REGISTRATIONS}_trf:build_clip_vision_encoder_v1",
+            f"spacy_m3el.CLIPVisionEncoder.v1 = {REGISTRATIONS}:build_clip_vision_encoder_v1",
             f"spacy_m3el.AttentionAlignment.v1 = {REGISTRATIONS}:build_attention_alignment_v1",
             f"spacy_m3el.EmptyKB.v1 = {REGISTRATIONS}:create_empty_kb_v1",
             f"spacy_m3el.KBFromFile.v1 = {REGISTRATIONS}:create_kb_from_file_v1",

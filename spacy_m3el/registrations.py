@@ -24,7 +24,11 @@ from .kb import (
 )
 from .pipeline.linker import M3ELLinker
 from .readers import MultimodalCorpus
-from .registrations_trf import build_m3el_v3
+from .registrations_trf import (  # noqa: F401 (the entry points name them here)
+    build_clip_vision_encoder_v1,
+    build_m3el_v3,
+    build_transformer_text_tower_v1,
+)
 from .scoring import score_linker
 
 DEFAULT_MODEL_CONFIG = """

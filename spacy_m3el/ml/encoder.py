@@ -159,9 +159,7 @@ class CLIPEncoder(nn.Module):
             with tempfile.TemporaryDirectory() as tmp:
                 self.tokenizer.save_pretrained(tmp)
                 files = {
-                    p.name: p.read_bytes()
-                    for p in Path(tmp).iterdir()
-                    if p.name in TOKENIZER_FILES
+                    p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.name in TOKENIZER_FILES
                 }
         return {
             "name": self.name,
@@ -216,7 +214,11 @@ class CLIPEncoder(nn.Module):
         """
         self._require_loaded()
         input_ids, attention_mask = self.tokenize(texts)
-        return {"input_ids": input_ids, "attention_mask": attention_mask, **self.image_features(images)}
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            **self.image_features(images),
+        }
 
     def image_features(self, images: Sequence[Optional[object]]) -> Dict[str, numpy.ndarray]:
         """``pixel_values`` of the items that have an image and ``has_image`` per item."""

@@ -63,7 +63,9 @@ class TransformerTextTower(Model):
     def __init__(self, tok2vec: Model, max_tokens: int = 96) -> None:
         _check_tok2vec(tok2vec)
         if max_tokens < 2:
-            raise ValueError(f"TransformerTextTower: max_tokens must be at least 2, got {max_tokens}.")
+            raise ValueError(
+                f"TransformerTextTower: max_tokens must be 2 or more, got {max_tokens}."
+            )
         super().__init__(
             "m3el-text-tower", _forward, layers=[tok2vec], attrs={"max_tokens": max_tokens}
         )
@@ -232,7 +234,11 @@ class TransformerTextTower(Model):
         return vectors, backprop
 
 
-def _forward(model: TransformerTextTower, X: Tuple[List[MentionWindow], Optional[List[Doc]]], is_train: bool):
+def _forward(
+    model: TransformerTextTower,
+    X: Tuple[List[MentionWindow], Optional[List[Doc]]],
+    is_train: bool,
+):
     windows, batch_docs = X
     return model.mention_arrays(windows, batch_docs, is_train)
 

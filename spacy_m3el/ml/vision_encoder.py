@@ -60,4 +60,3 @@ class CLIPVisionEncoder(CLIPEncoder):
         pooled = (text_tokens * focus).sum(1) / focus.sum(1).clamp(min=1.0)
         text_global = nn.functional.normalize(self.text_projection(pooled), dim=-1)
         return self.with_images(text_global, text_tokens, text_mask.bool(), pixel_values, has_image)
-
