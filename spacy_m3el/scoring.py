@@ -79,3 +79,36 @@ def score_linker(examples: Iterable[Example], **kwargs) -> Dict[str, float]:
     ranking = ranking_metrics(candidate_ranks(examples), prefix="nel_")
     scores.update({key: value for key, value in ranking.items() if key != "nel_mean_rank"})
     return scores
+
+
+def score_end_to_end(examples: Iterable[Example]) -> Dict[str, float]:
+    """Linking on predicted spans, strictly: a predicted link counts when a gold entity has
+    the same character offsets and the same KB ID (an NER miss or a boundary error costs
+    recall and precision, as it would a user with raw text).
+
+    RETURNS (Dict[str, float]): ``link_p``, ``link_r``, ``link_f`` (NIL links and NIL gold
+        left out) and the counts ``link_predicted``, ``link_gold``, ``link_correct``.
+    """
+    predicted = gold = correct = 0
+    for eg in examples:
+        truth = {
+            (ent.start_char, ent.end_char): ent.kb_id_
+            for ent in eg.reference.ents
+            if ent.kb_id_ and ent.kb_id_ != NIL
+        }
+        gold += len(truth)
+        for ent in eg.predicted.ents:
+            if not ent.kb_id_ or ent.kb_id_ == NIL:
+                continue
+            predicted += 1
+            correct += truth.get((ent.start_char, ent.end_char)) == ent.kb_id_
+    p = correct / predicted if predicted else 0.0
+    r = correct / gold if gold else 0.0
+    return {
+        "link_p": p,
+        "link_r": r,
+        "link_f": 2 * p * r / (p + r) if p + r else 0.0,
+        "link_predicted": predicted,
+        "link_gold": gold,
+        "link_correct": correct,
+    }

@@ -8,6 +8,7 @@ import spacy
 from spacy.language import Language
 
 import spacy_m3el  # noqa: F401
+from spacy_m3el.ml.tiny_bert import build_tiny_bert
 from spacy_m3el.ml.tiny_clip import build_tiny_clip
 
 from .util import CORPUS, create_kb, linker_config, make_examples
@@ -17,6 +18,12 @@ from .util import CORPUS, create_kb, linker_config, make_examples
 def tiny_clip(tmp_path_factory) -> str:
     """Path of a tiny random CLIP checkpoint built offline."""
     return str(build_tiny_clip(tmp_path_factory.mktemp("tiny_clip"), corpus=CORPUS))
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> str:
+    """Path of a tiny random BERT checkpoint built offline (the shared transformer of tests)."""
+    return str(build_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), corpus=CORPUS))
 
 
 @pytest.fixture

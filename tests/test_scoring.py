@@ -269,3 +269,28 @@ def test_candidate_ranks_survive_docbin(examples):
 
 def test_score_linker_accepts_a_generator(examples):
     assert score_linker(eg for eg in examples)["nel_n_mentions"] == 4
+
+
+def test_end_to_end_linking_counts_a_link_only_on_the_gold_span():
+    import spacy
+    from spacy.training import Example
+
+    from spacy_m3el.scoring import score_end_to_end
+
+    nlp = spacy.blank("en")
+    reference = nlp("Jordan met Kastrel in Velmora")
+    reference.ents = [
+        reference.char_span(0, 6, "ENT", kb_id="Q1"),
+        reference.char_span(11, 18, "ENT", kb_id="Q3"),
+        reference.char_span(22, 29, "ENT", kb_id="Q5"),
+    ]
+    predicted = nlp("Jordan met Kastrel in Velmora")
+    predicted.ents = [
+        predicted.char_span(0, 6, "ENT", kb_id="Q1"),  # right
+        predicted.char_span(11, 18, "ENT", kb_id="Q4"),  # wrong entity
+        predicted.char_span(7, 10, "ENT", kb_id="Q9"),  # not a gold span
+    ]
+    scores = score_end_to_end([Example(predicted, reference)])
+    assert (scores["link_correct"], scores["link_predicted"], scores["link_gold"]) == (1, 3, 3)
+    assert scores["link_p"] == pytest.approx(1 / 3) and scores["link_r"] == pytest.approx(1 / 3)
+    assert scores["link_f"] == pytest.approx(1 / 3)

