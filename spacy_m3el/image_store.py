@@ -273,6 +273,9 @@ def _prepared_chunks(processor, chunks: List[list], workers: int) -> Iterator[li
     if workers <= 1 or len(chunks) < 2 or "fork" not in mp.get_all_start_methods():
         yield from (_prepare_chunk(chunk, processor) for chunk in chunks)
         return
+    # A fast tokenizer that already ran would warn in every forked worker; the workers
+    # never tokenize, so say so instead (an explicit user setting wins).
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     context = mp.get_context("fork")
     with context.Pool(min(workers, len(chunks)), _set_processor, (processor,)) as pool:
         yield from pool.imap(_prepare_chunk, chunks)

@@ -76,16 +76,20 @@ def build_m3el_v3(
 
 
 @registry.architectures("spacy_m3el.TransformerTextTower.v1")
-def build_transformer_text_tower_v1(tok2vec: Model, max_tokens: int = 96) -> Model:
+def build_transformer_text_tower_v1(
+    tok2vec: Model, max_tokens: int = 96, entity_gradient: bool = True
+) -> Model:
     """Token vectors of mentions and entity texts from the pipeline's shared transformer.
 
     tok2vec (Model): ``spacy-transformers.TransformerListener.v1`` (its ``upstream``,
         ``pooling`` and ``grad_factor`` apply).
     max_tokens (int): Token vectors kept per mention (its own, then its context) or entity.
+    entity_gradient (bool): Train the transformer through the entity texts too (false:
+        through the mentions only, a cheaper step).
     """
     from .ml.text_tower import TransformerTextTower
 
-    return TransformerTextTower(tok2vec, max_tokens)
+    return TransformerTextTower(tok2vec, max_tokens, entity_gradient)
 
 
 @registry.misc("spacy_m3el.CLIPVisionEncoder.v1")

@@ -115,7 +115,9 @@ def test_scale_writes_the_repository_report_only_for_full_size_runs():
     assert scale.parse_args(["--quick"]).sizes == [1000, 10000]
 
 
-@pytest.mark.parametrize("script", ["scale", "approximate_index", "pipe_memory", "otmel"])
+@pytest.mark.parametrize(
+    "script", ["scale", "approximate_index", "pipe_memory", "otmel", "text_tower"]
+)
 def test_benchmarks_run_as_modules(script):
     result = subprocess.run(
         [sys.executable, "-m", f"bench.{script}", "--help"],
@@ -242,3 +244,22 @@ def test_train_speed_prefetch_row_smoke(tmp_path):
         "this, store, prefetch",
     ]
     assert len({row.split("|")[-2] for row in rows}) == 1  # same final dev MRR
+
+
+def test_text_tower_smoke(tmp_path, tiny_bert):
+    """Three runs (tiny CLIP text tower; the shared transformer with and without the entity
+    gradient) on a small hard demo, a row each with seen and zero-shot Hits@1."""
+    from bench import text_tower
+
+    output = tmp_path / "BENCHMARKS.md"
+    args = ["--work", str(tmp_path / "work"), "--small", "--clip-steps", "2", "--trf-steps", "2"]
+    args += ["--transformer", tiny_bert, "--text-width", "32", "--output", str(output)]
+    text = text_tower.main(args)
+    assert text in output.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "`" in line]
+    assert len(rows) == 3
+    for row in rows:
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert 0 <= float(cells[4]) <= 100 and 0 <= float(cells[7]) <= 100  # Hits@1, zero-shot
+    assert rows[0].split("|")[-2].strip() == "–"  # no NER in demo.cfg
+    assert float(rows[1].split("|")[-3]) >= 0  # NER F of the transformer pipeline

@@ -58,16 +58,22 @@ class TransformerTextTower(Model):
         (its pooling and ``grad_factor`` apply to every text the tower encodes).
     max_tokens (int): At most this many token vectors per item (the transformer itself
         sees the whole text).
+    entity_gradient (bool): Whether the loss also trains the transformer through the
+        entity texts (their backward pass is most of a training step's cost); without it,
+        the entity texts are encoded by the same, changing, weights without a gradient.
     """
 
-    def __init__(self, tok2vec: Model, max_tokens: int = 96) -> None:
+    def __init__(self, tok2vec: Model, max_tokens: int = 96, entity_gradient: bool = True) -> None:
         _check_tok2vec(tok2vec)
         if max_tokens < 2:
             raise ValueError(
                 f"TransformerTextTower: max_tokens must be 2 or more, got {max_tokens}."
             )
         super().__init__(
-            "m3el-text-tower", _forward, layers=[tok2vec], attrs={"max_tokens": max_tokens}
+            "m3el-text-tower",
+            _forward,
+            layers=[tok2vec],
+            attrs={"max_tokens": max_tokens, "entity_gradient": entity_gradient},
         )
         self._nlp: Optional[Callable[[], object]] = None
 
@@ -176,7 +182,8 @@ class TransformerTextTower(Model):
         """Per text (``"<name> [SEP] <description>"``): its tokens, the name's as focus."""
         make_doc = self.upstream_make_doc()
         docs = [make_doc(text) for text in texts]
-        vectors, bp_docs = self._encode_docs(docs, is_train and self.trains_upstream())
+        train = is_train and self.attrs["entity_gradient"] and self.trains_upstream()
+        vectors, bp_docs = self._encode_docs(docs, train)
         rows = []
         for doc, text in zip(docs, texts):
             name_end = len(text.split(SEPARATOR, 1)[0])
