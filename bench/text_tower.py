@@ -15,6 +15,7 @@ also on raw text (its NER's spans: NER F and end-to-end linking F).
 """
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
@@ -69,7 +70,9 @@ def train(
         "training.eval_frequency": max(1, steps // 4),
         **extra,
     }
-    args = [f"--{key}={value}" for key, value in overrides.items()]
+    args = [
+        f"--{key}={json.dumps(v) if isinstance(v, bool) else v}" for key, v in overrides.items()
+    ]
     start = time.perf_counter()
     if not (output / "model-best").exists():
         _module("spacy", "train", str(ROOT / "configs" / config), "--output", str(output), *args)

@@ -320,7 +320,8 @@ def _forward(
     def backprop(_: Any = None) -> None:
         with deterministic_torch():
             d_text = backprop_net(None)
-        # The entities first: the mentions' listener backprop may step the transformer.
+        # The entities first: the mentions' listener backprop (the last listener's) runs the
+        # transformer's backward pass.
         for role in ("entity", "mention"):
             if role in batch.text_backprops:
                 batch.text_backprops[role](d_text[role])

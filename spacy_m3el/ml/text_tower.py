@@ -145,6 +145,7 @@ class TransformerTextTower(Model):
             transformer has not annotated (a KB entity as a mention, a doc linked outside
             the pipeline) is encoded through the transformer here.
         """
+        self.upstream()  # a clear error when the pipeline has no transformer
         if batch_docs is None:
             batch_docs = _unique([w.span.doc for w in windows])
             heard = [doc for doc in batch_docs if doc._.trf_data is not None or not len(doc)]
@@ -167,7 +168,7 @@ class TransformerTextTower(Model):
                 d_by_doc[key] = d_by_doc[key] + d if key in d_by_doc else d
             if bp_other is not None:
                 bp_other([d_by_doc[id(doc)] for doc in unheard])
-            # Last: the listener's backprop may run the transformer's optimizer step.
+            # Last: the last listener's backprop runs the transformer's backward pass.
             if bp_heard is not None:
                 bp_heard(
                     [
@@ -200,7 +201,8 @@ class TransformerTextTower(Model):
 
     def skip_batch(self, batch_docs: List[Doc]) -> None:
         """Take the listener's batch and give no gradient (a step without mentions to learn
-        from), so the transformer still applies the other components' gradients."""
+        from): the linker is the last listener, whose backprop runs the transformer's
+        backward pass with the other listeners' gradients."""
         if self.trains_upstream():
             vectors, backprop = self.layers[0](batch_docs, True)
             backprop([self.ops.alloc2f(*v.shape) for v in vectors])

@@ -55,9 +55,13 @@ def test_the_linker_loss_alone_trains_the_shared_transformer(
     nlp.initialize(lambda: examples)
     tower = nlp.get_pipe("m3el_linker").model.text_tower
     before = weights(tower.parameters())
-    losses = nlp.update(examples, sgd=nlp.create_optimizer())
+    optimizer = nlp.create_optimizer()
+    losses = nlp.update(examples, sgd=optimizer)
     assert set(losses) == {"transformer", "m3el_linker"}
     assert losses["transformer"] > 0  # the linker's gradient reached the transformer
+    # spaCy steps a component right after its own update, so the transformer applies the
+    # gradient its listeners gave back at the next step (for the NER's as well).
+    nlp.update(examples, sgd=optimizer)
     assert changed(before, tower.parameters()) > 0
 
 
@@ -90,7 +94,9 @@ def test_a_step_without_mentions_still_steps_the_transformer(
     for eg in examples:
         eg.reference.ents = []
     before = weights(tower.parameters())
-    nlp.update(examples, sgd=nlp.create_optimizer())
+    optimizer = nlp.create_optimizer()
+    for _ in range(2):  # the transformer applies the listeners' gradient at the next step
+        nlp.update(examples, sgd=optimizer)
     assert changed(before, tower.parameters()) > 0
 
 
@@ -145,7 +151,7 @@ def test_a_doc_the_transformer_did_not_see_is_encoded_through_it(full_pipeline):
 def test_the_entity_cache_follows_the_transformer_weights(full_pipeline):
     nlp, _ = full_pipeline
     linker = nlp.get_pipe("m3el_linker")
-    linker.entity_cache()
+    assert linker.entity_cache is not None  # built for the current weights
     fingerprint = linker.model.fingerprint()
     assert linker.index.is_current(linker.kb)
     parameter = linker.model.text_tower.parameters()[0]
@@ -169,7 +175,7 @@ def test_a_text_tower_without_a_transformer_says_what_to_add(tiny_clip, tiny_ber
 
 def test_a_text_width_that_does_not_match_the_transformer_names_the_fix(tiny_clip, tiny_bert):
     nlp = transformer_pipeline(tiny_clip, tiny_bert)
-    config = nlp.config["components"]["m3el_linker"]
+    config = {k: v for k, v in nlp.config["components"]["m3el_linker"].items() if k != "factory"}
     config["model"]["encoder"]["text_width"] = 48
     nlp.remove_pipe("m3el_linker")
     nlp.add_pipe("m3el_linker", config=config).set_kb(create_kb)
