@@ -19,6 +19,11 @@ def links(docs):
     return [[(e.start_char, e.kb_id_, e._.m3el_candidates) for e in doc.ents] for doc in docs]
 
 
+def linker_settings(nlp):
+    """The linker's settings from the pipeline's config, to add it again changed."""
+    return {k: v for k, v in nlp.config["components"]["m3el_linker"].items() if k != "factory"}
+
+
 def raw_docs(nlp, examples):
     docs = []
     for eg in examples:
@@ -175,7 +180,7 @@ def test_a_text_tower_without_a_transformer_says_what_to_add(tiny_clip, tiny_ber
 
 def test_a_text_width_that_does_not_match_the_transformer_names_the_fix(tiny_clip, tiny_bert):
     nlp = transformer_pipeline(tiny_clip, tiny_bert)
-    config = {k: v for k, v in nlp.config["components"]["m3el_linker"].items() if k != "factory"}
+    config = linker_settings(nlp)
     config["model"]["encoder"]["text_width"] = 48
     nlp.remove_pipe("m3el_linker")
     nlp.add_pipe("m3el_linker", config=config).set_kb(create_kb)
@@ -183,3 +188,21 @@ def test_a_text_width_that_does_not_match_the_transformer_names_the_fix(tiny_cli
     nlp.initialize(lambda: examples)
     with pytest.raises(ValueError, match="set text_width = 32"):
         nlp(unlabeled(nlp, examples[0]))
+
+
+def test_ot_alignment_and_fusion_unit_work_with_the_text_tower(tiny_clip, tiny_bert):
+    """Every matching unit takes the tower's text features: OT alignment in every slot and
+    OT-MEL's fusion unit, trained and linking."""
+    nlp = transformer_pipeline(tiny_clip, tiny_bert)
+    config = linker_settings(nlp)
+    config["model"]["use_fusion_unit"] = True
+    config["model"]["alignment"] = {"@misc": "spacy_m3el.OTAlignment.v1", "iterations": 3}
+    nlp.remove_pipe("m3el_linker")
+    nlp.add_pipe("m3el_linker", config=config).set_kb(create_kb)
+    examples = make_examples(nlp)
+    nlp.initialize(lambda: examples)
+    optimizer = nlp.create_optimizer()
+    losses = [nlp.update(examples, sgd=optimizer)["m3el_linker"] for _ in range(3)]
+    assert all(numpy.isfinite(losses))
+    doc = nlp(unlabeled(nlp, examples[0]))
+    assert doc.ents[0].kb_id_ and "fusion" in nlp.get_pipe("m3el_linker").net.units.enabled
