@@ -99,22 +99,46 @@ def test_spacy_train_runs_the_transformer_pipeline(small_corpus, tiny_clip, tiny
     assert {"ents_f", "nel_kb_mrr"} <= set(performance)
 
 
-@pytest.mark.parametrize("config", ["demo.cfg", "demo-otmel.cfg", "demo-trf.cfg"])
-def test_project_workflow_end_to_end(tmp_path, config, tiny_bert):
+def small_project(tmp_path: Path, config: str) -> Path:
+    """A copy of the project whose ``config`` trains 4 steps, with a small demo dataset."""
     project = tmp_path / "project"
     project.mkdir()
     shutil.copy(ROOT / "project.yml", project)
     shutil.copytree(ROOT / "configs", project / "configs")
     text = (project / "configs" / config).read_text()
-    text = text.replace("max_steps = 1000", "max_steps = 4").replace(
-        "eval_frequency = 100", "eval_frequency = 2"
-    )
+    for steps in ("max_steps = 1000", "max_steps = 300"):
+        text = text.replace(steps, "max_steps = 4")
+    text = text.replace("eval_frequency = 100", "eval_frequency = 2")
     # The tiny BERT stands in for all-MiniLM-L6-v2 (width 384).
     text = text.replace("text_width = 384", "text_width = 32")
     (project / "configs" / config).write_text(text)
     generate_demo_dataset(project / "assets" / "demo", seed=2, **SMALL_DEMO)
+    return project
+
+
+def test_project_transformer_pipeline_from_raw_text(tmp_path, tiny_bert):
+    """The project's steps with demo-trf.cfg: the evaluation reports NER and linking on raw
+    text next to the gold-span ranking."""
+    project = small_project(tmp_path, "demo-trf.cfg")
+    options = ["--vars.config", "demo-trf.cfg", "--vars.transformer", tiny_bert]
+    out = ""
+    for step in ("assets", "prepare", "configure", "train", "evaluate"):
+        command = ["-m", "spacy", "project", "run", step, str(project), *options]
+        out += run(command, cwd=project)
+    assert "Transformer: local checkpoint" in out
+    assert "Raw text: NER finds the mentions" in out
+    metrics = srsly.read_json(project / "metrics" / "demo.json")
+    assert metrics["n_mentions"] > 0 and "mrr" in metrics
+    raw = metrics["raw_text"]
+    assert {"ents_p", "ents_r", "ents_f", "link_p", "link_r", "link_f"} <= set(raw)
+    assert raw["link_gold"] >= metrics["n_mentions"]  # NIL and out-of-KB gold are not ranked
+
+
+@pytest.mark.parametrize("config", ["demo.cfg", "demo-otmel.cfg"])
+def test_project_workflow_end_to_end(tmp_path, config):
+    project = small_project(tmp_path, config)
     command = ["-m", "spacy", "project", "run", "all", str(project), "--vars.config", config]
-    out = run(command + ["--vars.transformer", tiny_bert], cwd=project)
+    out = run(command, cwd=project)
     assert "Built a tiny offline CLIP" in out
     assert (project / "training" / "model-best").is_dir()
     for name in ("demo", "demo-text-only"):
@@ -123,9 +147,4 @@ def test_project_workflow_end_to_end(tmp_path, config, tiny_bert):
         for key in ("mrr", "hits@1", "hits@3", "hits@5", "hits@10", "hits@20", "mean_rank"):
             assert key in metrics
     assert "text-only" in (project / "metrics" / "demo-comparison.txt").read_text()
-    raw = srsly.read_json(project / "metrics" / "demo.json").get("raw_text")
-    if config == "demo-trf.cfg":  # NER + linker on raw text, next to the gold-span ranking
-        assert "Transformer: local checkpoint" in out
-        assert {"ents_p", "ents_r", "ents_f", "link_p", "link_r", "link_f"} <= set(raw)
-    else:
-        assert raw is None
+    assert "raw_text" not in srsly.read_json(project / "metrics" / "demo.json")  # no NER
