@@ -202,26 +202,8 @@ def build_m3el_v2(
         the text and image units; false leaves their global vectors only (with
         the other units off: the CLIP dual-encoder baseline).
     """
-    return build_m3el_v3(
-        encoder,
-        alignment,
-        None,
-        hidden_width,
-        image_width,
-        use_text_unit,
-        use_image_unit,
-        use_t2v_unit,
-        use_v2t_unit,
-        use_contrastive_loss,
-        contrastive_temperature,
-        contrastive_inter_weight,
-        contrastive_intra_weight,
-        contrastive_weight,
-        csra_lambda,
-        missing_images,
-        use_fusion_unit,
-        use_late_interaction,
-    )
+    settings = dict(locals())
+    return build_m3el_v3(text_tower=None, **settings)
 
 
 @registry.architectures("spacy_m3el.M3EL.v1")

