@@ -17,7 +17,7 @@ import pytest
 import srsly
 from spacy.tokens import DocBin
 
-from .util import make_examples, transformer_pipeline
+from .util import raw_docs, trained_transformer_pipeline
 
 ROOT = Path(__file__).parent.parent
 LINK = """
@@ -65,17 +65,10 @@ def source_tree(target: Path) -> Path:
 def packaged(tmp_path_factory, tiny_clip, tiny_bert, one_torch_thread):
     """A trained transformer + ner + linker pipeline, its links, and its wheel."""
     root = tmp_path_factory.mktemp("package")
-    nlp = transformer_pipeline(tiny_clip, tiny_bert, ner=True)
-    examples = make_examples(nlp)
-    nlp.initialize(lambda: examples)
-    optimizer = nlp.create_optimizer()
-    for _ in range(10):
-        nlp.update(examples, sgd=optimizer)
+    nlp, examples = trained_transformer_pipeline(tiny_clip, tiny_bert, steps=10)
     nlp.to_disk(root / "model")
     raw = DocBin(store_user_data=True)
-    for eg in examples:
-        doc = nlp.make_doc(eg.reference.text)
-        doc._.image = eg.reference._.image
+    for doc in raw_docs(nlp, examples):
         raw.add(doc)
     raw.to_disk(root / "raw.spacy")
     docs = nlp.pipe(raw.get_docs(nlp.vocab))

@@ -159,3 +159,25 @@ def transformer_pipeline(tiny_clip: str, tiny_bert: str, *, ner: bool = False) -
     }
     nlp.add_pipe("m3el_linker", config={"model": model}).set_kb(create_kb)
     return nlp
+
+
+def trained_transformer_pipeline(tiny_clip: str, tiny_bert: str, steps: int):
+    """:func:`transformer_pipeline` with an NER, initialized and trained ``steps`` steps on
+    :func:`make_examples`; RETURNS (nlp, examples)."""
+    nlp = transformer_pipeline(tiny_clip, tiny_bert, ner=True)
+    examples = make_examples(nlp)
+    nlp.initialize(lambda: examples)
+    optimizer = nlp.create_optimizer()
+    for _ in range(steps):
+        nlp.update(examples, sgd=optimizer)
+    return nlp, examples
+
+
+def raw_docs(nlp: Language, examples: List[Example]) -> List[spacy.tokens.Doc]:
+    """The examples' texts as new docs with their images (no entities): raw input."""
+    docs = []
+    for eg in examples:
+        doc = nlp.make_doc(eg.reference.text)
+        doc._.image = eg.reference._.image
+        docs.append(doc)
+    return docs

@@ -4,7 +4,14 @@ import numpy
 import pytest
 import spacy
 
-from ..util import create_kb, make_examples, transformer_pipeline, unlabeled
+from ..util import (
+    create_kb,
+    make_examples,
+    raw_docs,
+    trained_transformer_pipeline,
+    transformer_pipeline,
+    unlabeled,
+)
 
 
 def weights(parameters):
@@ -24,25 +31,10 @@ def linker_settings(nlp):
     return {k: v for k, v in nlp.config["components"]["m3el_linker"].items() if k != "factory"}
 
 
-def raw_docs(nlp, examples):
-    docs = []
-    for eg in examples:
-        doc = nlp.make_doc(eg.reference.text)
-        doc._.image = eg.reference._.image
-        docs.append(doc)
-    return docs
-
-
 @pytest.fixture(scope="module")
 def full_pipeline(tiny_clip, tiny_bert, one_torch_thread):
     """transformer + ner + m3el_linker trained on the image-decisive examples."""
-    nlp = transformer_pipeline(tiny_clip, tiny_bert, ner=True)
-    examples = make_examples(nlp)
-    nlp.initialize(lambda: examples)
-    optimizer = nlp.create_optimizer()
-    for _ in range(30):
-        nlp.update(examples, sgd=optimizer)
-    return nlp, examples
+    return trained_transformer_pipeline(tiny_clip, tiny_bert, steps=30)
 
 
 def test_the_linker_registers_as_a_listener(tiny_clip, tiny_bert, one_torch_thread):
