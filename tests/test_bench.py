@@ -209,6 +209,7 @@ def test_train_speed_smoke(tmp_path, repository_report_unchanged):
     output = tmp_path / "BENCHMARKS.md"
     args = ["--work", str(tmp_path / "work"), "--baseline", "HEAD", "--steps", "2"]
     args += ["--datasets", "demo", "--vit-steps", "2", "--vit-encoder", "tiny", "--threads", "1"]
+    args += ["--profile-steps", "2"]  # the profile table, from 2 updates (default 60)
     text = train_speed.main(args + ["--output", str(output)])
     assert text in output.read_text()
     rows = [line for line in text.splitlines() if line.startswith("| demo")]
@@ -219,6 +220,7 @@ def test_train_speed_smoke(tmp_path, repository_report_unchanged):
         assert float(cells[4]) > 0 and float(cells[5]) > 0
     assert len(set(row.split("|")[-2] for row in rows[:3])) == 1  # same final dev MRR
     assert text.count("x examples/s of `spacy train`") == 2
+    assert "Where a training step spends its time" in text
 
 
 def test_image_store_smoke(tmp_path):
