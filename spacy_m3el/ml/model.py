@@ -89,8 +89,8 @@ class M3ELModel(Model):
         return self.layers[1] if len(self.layers) > 1 else None
 
     def attach_pipeline(self, nlp) -> None:
-        """Tell the text tower (if any) which pipeline's transformer it reads."""
-        if self.text_tower is not None:
+        """Tell the text tower (if any) which pipeline's transformer it reads (None: keep)."""
+        if self.text_tower is not None and nlp is not None:
             self.text_tower.attach(nlp)
 
     def state_key(self) -> Tuple[Any, ...]:

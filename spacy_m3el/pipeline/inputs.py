@@ -34,8 +34,11 @@ def mention_text(span: Span, max_context_tokens: int) -> str:
     cut to a window centred on the mention so the mention's surroundings
     survive the encoder's truncation.
     """
-    window = mention_window(span, max_context_tokens)
-    return span.text + SEPARATOR + span.doc[window.start : window.end].text
+    return window_text(mention_window(span, max_context_tokens))
+
+
+def window_text(window: MentionWindow) -> str:
+    return window.span.text + SEPARATOR + window.span.doc[window.start : window.end].text
 
 
 def mention_window(span: Span, max_context_tokens: int) -> MentionWindow:
@@ -52,13 +55,13 @@ def mention_window(span: Span, max_context_tokens: int) -> MentionWindow:
     return MentionWindow(span, start, end)
 
 
-def mention_windows(
+def mention_inputs(
     model: Any, spans: List[Span], max_context_tokens: int
-) -> Optional[List[MentionWindow]]:
-    """The spans' windows when the model has a text tower (None otherwise: the texts suffice)."""
-    if model.text_tower is None:
-        return None
-    return [mention_window(span, max_context_tokens) for span in spans]
+) -> Tuple[List[str], Optional[List[MentionWindow]]]:
+    """The spans' texts (:func:`mention_text`) and, when the model has a text tower, which
+    reads them, their windows (None otherwise)."""
+    windows = [mention_window(span, max_context_tokens) for span in spans]
+    return [window_text(w) for w in windows], windows if model.text_tower is not None else None
 
 
 def entity_text(record: EntityRecord) -> str:

@@ -28,7 +28,7 @@ from .decision import LinkDecision, fit_decision
 from .entity_cache import EntityCache
 from .entity_index import CACHE_FILE, EntityIndex, retrieve_candidates
 from .gold import check_gold_sample
-from .inputs import Corpora, ImageLoader, mention_text, mention_windows
+from .inputs import Corpora, ImageLoader, mention_inputs
 from .mining import NegativeMiner
 from .ranking import (
     DocPrediction,
@@ -255,8 +255,7 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
         if kb_loader is not None:
             self.set_kb(kb_loader)
         self.validate_kb()
-        if nlp is not None:
-            self.model.attach_pipeline(nlp)
+        self.model.attach_pipeline(nlp)
         self.model.initialize()
         self.index.model_changed()
         if get_examples is not None and not self.ignore_missing_gold:
@@ -312,11 +311,8 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
 
     def encode_mentions(self, spans: List[Span], images: List[object]) -> SideArrays:
         """The mentions' side features: ``"<mention> [SEP] <context>"`` and the doc's image."""
-        texts = [mention_text(span, self.max_context_tokens) for span in spans]
-        windows = mention_windows(self.model, spans, self.max_context_tokens)
-        return self.model.encode(
-            "mention", texts, images, batch_size=self.entity_batch_size, windows=windows
-        )
+        texts, windows = mention_inputs(self.model, spans, self.max_context_tokens)
+        return self.model.encode("mention", texts, images, self.entity_batch_size, windows)
 
     def retrieve(
         self, spans: List[Span], mentions: SideArrays, cache: Optional[EntityCache] = None

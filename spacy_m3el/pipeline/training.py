@@ -21,8 +21,8 @@ from .inputs import (
     ImageLoader,
     build_image_store,
     entity_text,
+    mention_inputs,
     mention_text,
-    mention_windows,
 )
 
 TOKEN_ATTRS = [ORTH, IDX, SPACY]
@@ -235,8 +235,7 @@ def training_batch(
     RETURNS (TrainingBatch): Featurized mentions and entities and the gold columns.
     """
     alias_candidates = [list(candidates) for candidates in alias_candidates]
-    texts = [mention_text(s, max_context_tokens) for s in spans]
-    windows = mention_windows(model, spans, max_context_tokens)
+    texts, windows = mention_inputs(model, spans, max_context_tokens)
     mention_features, mention_backprop = model.featurize_for_update(
         texts, mention_images, windows, batch_docs
     )
