@@ -11,6 +11,7 @@ import sys
 from typing import Dict, List, Optional, Tuple
 
 from ..experiments.cli import add_experiments_arguments, run_experiments_command
+from ..scaleout.cli import add_link_corpus_arguments, run_link_corpus
 from ..visualize.cli import add_visualize_arguments, run_visualize
 from .common import AddArguments, CommandError, Run
 from .data import (
@@ -72,6 +73,11 @@ COMMANDS: Dict[str, Tuple[str, AddArguments, Run]] = {
         "Encode the KB once and save the entity cache with the pipeline.",
         add_build_cache_arguments,
         run_build_cache,
+    ),
+    "link-corpus": (
+        "Link every document of JSONL/Parquet files into Parquet shards (local or Ray).",
+        add_link_corpus_arguments,
+        run_link_corpus,
     ),
     "compare": ("Print metrics of several runs side by side.", add_compare_arguments, run_compare),
     "configure": (

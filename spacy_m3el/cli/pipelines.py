@@ -120,26 +120,34 @@ def run_fit_decision(args: argparse.Namespace) -> int:
 
 
 def add_build_cache_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..scaleout.cli import add_engine_arguments
+
     parser.add_argument("model", type=Path, help="Pipeline folder; the cache is written into it.")
     parser.add_argument("--component", default=None, help="Name of the m3el_linker (if several).")
+    add_engine_arguments(parser)
 
 
 def run_build_cache(args: argparse.Namespace) -> int:
-    """Encode every KB entity once and store the cache in the pipeline folder."""
+    """Encode every KB entity once (here, or on Ray actors); store the cache in the pipeline."""
     import time
 
     from ..pipeline.linker import CACHE_FILE
 
     _, linker = load_linker(args.model, args.component)
     start = time.perf_counter()
-    cache = linker.entity_cache
+    if args.engine == "ray":
+        from ..scaleout.cache_build import build_cache_ray
+
+        cache = build_cache_ray(linker, args.model, args.workers, args.gpus_per_worker)
+    else:
+        cache = linker.entity_cache
     seconds = time.perf_counter() - start
     target = args.model / linker.name / CACHE_FILE
     cache.to_disk(target)
     print(
         f"Entity cache: {len(cache)} entities, {cache.precision}, "
-        f"{cache.bytes_per_entity:.0f} bytes per entity, "
-        f"{seconds:.1f} s (0 s if the saved cache was current) -> {target}"
+        f"{cache.bytes_per_entity:.0f} bytes per entity, {seconds:.1f} s"
+        f"{' (0 s if the saved cache was current)' if args.engine == 'local' else ''} -> {target}"
     )
     return 0
 

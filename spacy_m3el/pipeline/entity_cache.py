@@ -20,6 +20,7 @@ import numpy
 
 from ..ml.bi_encoder import RetrievalSpec
 from ..ml.sides import SideArrays, concat_sides, is_mask
+from .mapped_file import map_safetensors, save_atomically
 from .retrieval import RetrievalMatrix, quantize_int8
 
 PRECISIONS = ("int8", "float16", "float32")
@@ -221,6 +222,7 @@ class EntityCache:
     # Serialization ----------------------------------------------------------
 
     def to_disk(self, path: Union[str, Path]) -> None:
+        """Write the cache as safetensors; atomically, since processes may have it mapped."""
         from safetensors.numpy import save_file
 
         metadata = {
@@ -229,27 +231,30 @@ class EntityCache:
             "model_fingerprint": self.model_fingerprint,
             "kb_fingerprint": self.kb_fingerprint,
         }
-        tensors = dict(self.stored)
+        tensors = {key: numpy.ascontiguousarray(value) for key, value in self.stored.items()}
         tensors["kb_ids"] = numpy.frombuffer(
             "\n".join(self.kb_ids).encode("utf8"), dtype="uint8"
         ).copy()
-        save_file(tensors, str(path), metadata=metadata)
+        save_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
     @classmethod
-    def from_disk(cls, path: Union[str, Path], retrieval_spec: RetrievalSpec) -> "EntityCache":
-        from safetensors import safe_open
-
+    def from_disk(
+        cls, path: Union[str, Path], retrieval_spec: RetrievalSpec, mmap: bool = True
+    ) -> "EntityCache":
+        """Read a saved cache. With ``mmap`` (the default) the stored features stay in
+        the file's pages, which the processes of one machine share (see
+        :mod:`.mapped_file`); else they are copied into this process's memory."""
         try:
-            with safe_open(str(path), framework="numpy") as handle:
-                metadata = handle.metadata() or {}
-                if metadata.get("format") != CACHE_FORMAT:
-                    raise ValueError(f"unknown format {metadata.get('format')!r}")
-                tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+            metadata, tensors = map_safetensors(path)
+            if metadata.get("format") != CACHE_FORMAT:
+                raise ValueError(f"unknown format {metadata.get('format')!r}")
         except Exception as err:
             raise ValueError(
                 f"The entity cache {path} cannot be read ({err}). "
                 "Delete it; it is rebuilt when needed."
             ) from err
+        if not mmap:
+            tensors = {key: value.copy() for key, value in tensors.items()}
         text = tensors.pop("kb_ids").tobytes().decode("utf8")
         kb_ids = text.split("\n") if text else []
         return cls(

@@ -135,6 +135,33 @@ class EntityIndex:
         """
         precision = check_precision(precision or self.precision)
         records = list(kb.records())
+        stored, unreadable = self.encode_records(kb, records, precision)
+        if unreadable:
+            logger.warning(
+                "%s: %d entity images could not be read; "
+                "those entities are encoded from text only.",
+                self.component,
+                unreadable,
+            )
+        return EntityCache(
+            [r.kb_id for r in records],
+            stored,
+            precision,
+            model_fingerprint or self.model.fingerprint(),
+            kb_fingerprint or kb.fingerprint(),
+            self.model.retrieval_spec,
+        )
+
+    def encode_records(
+        self, kb: MultimodalKB, records: Sequence[Any], precision: str
+    ) -> Tuple[Dict[str, numpy.ndarray], int]:
+        """The stored features of some KB records (a batch at a time, so memory holds one
+        batch of images and float features), and how many had an unreadable image.
+
+        Encoding contiguous runs of records whose lengths are multiples of the batch
+        size and concatenating them (``concat_stored``) gives the features of encoding
+        them all at once: how a KB is encoded on several workers.
+        """
         needs_images = self.model.needs_images
         stored, unreadable = [], 0
         for start in range(0, len(records), self.batch_size):
@@ -146,21 +173,7 @@ class EntityIndex:
             texts = [entity_text(r) for r in batch]
             side = self.model.encode("entity", texts, images, batch_size=self.batch_size)
             stored.append(encode_side(side, precision))
-        if unreadable:
-            logger.warning(
-                "%s: %d entity images could not be read; "
-                "those entities are encoded from text only.",
-                self.component,
-                unreadable,
-            )
-        return EntityCache(
-            [r.kb_id for r in records],
-            concat_stored(stored),
-            precision,
-            model_fingerprint or self.model.fingerprint(),
-            kb_fingerprint or kb.fingerprint(),
-            self.model.retrieval_spec,
-        )
+        return concat_stored(stored), unreadable
 
     # Serialization ------------------------------------------------------------
 
