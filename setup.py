@@ -36,6 +36,10 @@ setup(
         "test": ["pytest>=8", "hypothesis>=6", "ruff==0.17.6", "matplotlib>=3.7"],
         # The experiments' figures (python -m spacy_m3el experiments).
         "experiments": ["matplotlib>=3.7"],
+        # link-corpus reads and writes Parquet.
+        "corpus": ["pyarrow>=14"],
+        # link-corpus / build-cache --engine ray (Ray Data actor pools).
+        "ray": ["ray[data]>=2.50,<3", "pyarrow>=14"],
     },
     entry_points={
         "spacy_factories": [f"m3el_linker = {REGISTRATIONS}:make_m3el_linker"],

@@ -12,7 +12,7 @@ STAMP="$VENV/.spacy-m3el-installed"
 if [ ! -f "$STAMP" ] || [ "$ROOT/setup.py" -nt "$STAMP" ] || [ "$ROOT/constraints.txt" -nt "$STAMP" ]; then
   # torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
   "$VENV/bin/python" -m pip install --quiet -c "$ROOT/constraints.txt" torch
-  "$VENV/bin/python" -m pip install --quiet -c "$ROOT/constraints.txt" -e "$ROOT[test,experiments]"
+  "$VENV/bin/python" -m pip install --quiet -c "$ROOT/constraints.txt" -e "$ROOT[test,experiments,ray]"
   touch "$STAMP"
 fi
 export PATH="$VENV/bin:$PATH"

@@ -87,6 +87,18 @@ class EntityIndex:
         """Whether the cache in memory was made or checked for these weights and this KB."""
         return self._cache is not None and self._key == self._current_key(kb)
 
+    def has_current_cache(self, kb: MultimodalKB) -> bool:
+        """Whether the cache in memory (loaded or built) holds the current weights'
+        features of ``kb``; checks fingerprints, never encodes."""
+        if self.is_current(kb):
+            return True
+        if self._cache is None or not self._cache.matches(
+            self.model.fingerprint(), kb.fingerprint(), self.precision
+        ):
+            return False
+        self._key = self._current_key(kb)
+        return True
+
     def cache(self, kb: MultimodalKB) -> EntityCache:
         """The cache for the current weights and ``kb``: reused, checked or built.
 

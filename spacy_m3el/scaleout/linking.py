@@ -10,6 +10,7 @@ document from its text and the rows say why (``image_status`` "unreadable",
 ``image_error``).
 """
 
+import os
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -52,6 +53,8 @@ class ShardLinker:
         self.batch_size = batch_size
         self.top_k = top_k
         self.n_process = n_process
+        if n_process > 1:  # a fast tokenizer used before spaCy forks would warn in each child
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         # With entities given, components that would set doc.ents (the NER) do not run.
         self.ents_setters = [
             name for name in nlp.pipe_names if "doc.ents" in nlp.get_pipe_meta(name).assigns

@@ -150,15 +150,19 @@ def read_errors(output: Path) -> List[Dict[str, Any]]:
 
 
 def claim_output(output: Path, settings: Dict[str, Any]) -> None:
-    """Create the output folder, or check that it holds a run with the same settings.
+    """Create the output folder, or check that it holds a run with the same settings
+    (and delete the partial files of an interrupted run).
 
     RAISES (ValueError): The folder holds the output of a run with other settings.
     """
     output.mkdir(parents=True, exist_ok=True)
+    for partial in output.glob(".*.tmp"):  # left by a writer killed mid-write
+        partial.unlink()
     run_file = output / RUN_FILE
     if run_file.exists():
         earlier = json.loads(run_file.read_text("utf8"))
-        changed = sorted(k for k in set(earlier) | set(settings) if earlier.get(k) != settings.get(k))
+        keys = set(earlier) | set(settings)
+        changed = sorted(k for k in keys if earlier.get(k) != settings.get(k))
         if changed:
             raise ValueError(
                 f"{output} holds the output of a run with other settings ({', '.join(changed)}"

@@ -97,9 +97,22 @@ class ShardActor:
         return done
 
 
+def check_saved_cache(model: Path, component: Any) -> None:
+    """Raise a ValueError unless the pipeline folder holds a current entity cache (else
+    every actor would encode the whole KB itself)."""
+    _, linker = load_shard_linker(model, component)
+    if not linker.index.has_current_cache(linker.kb):
+        raise ValueError(
+            f"{model} has no current entity cache, so every Ray worker would encode the "
+            f"whole KB itself. Build it once first: python -m spacy_m3el build-cache {model} "
+            "[--engine ray --workers N]"
+        )
+
+
 def run_ray(job: CorpusJob, pending: List[InputShard], progress: Progress) -> None:
     """Link the pending shards on a Ray actor pool, updating ``progress`` per shard."""
     ray = import_ray()
+    check_saved_cache(job.model, job.component)
     init_ray(job.workers)
     items = [asdict(shard) for shard in pending]
     dataset = ray.data.from_items(items, override_num_blocks=len(items))
