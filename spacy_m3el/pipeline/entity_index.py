@@ -194,17 +194,18 @@ class EntityIndex:
         if self.is_current(kb):
             self._cache.to_disk(path)
 
-    def load(self, path: Path) -> None:
+    def load(self, path: Path, mmap: bool = True) -> None:
         """Read a saved cache; it is checked against the weights and KB on first use.
 
         A missing file leaves no cache; an unreadable one is ignored with a warning
-        (it is rebuilt when needed).
+        (it is rebuilt when needed). With ``mmap`` the features stay in the file's
+        pages, shared by the processes of a machine (``EntityCache.from_disk``).
         """
         self._cache, self._key = None, None
         if not path.exists():
             return
         try:
-            self._cache = EntityCache.from_disk(path, self.model.retrieval_spec)
+            self._cache = EntityCache.from_disk(path, self.model.retrieval_spec, mmap=mmap)
         except ValueError as err:
             logger.warning(
                 "%s: ignoring the saved entity cache, it is rebuilt when needed: %s",

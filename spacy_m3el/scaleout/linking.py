@@ -53,8 +53,6 @@ class ShardLinker:
         self.batch_size = batch_size
         self.top_k = top_k
         self.n_process = n_process
-        if n_process > 1:  # a fast tokenizer used before spaCy forks would warn in each child
-            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         # With entities given, components that would set doc.ents (the NER) do not run.
         self.ents_setters = [
             name for name in nlp.pipe_names if "doc.ents" in nlp.get_pipe_meta(name).assigns
@@ -179,6 +177,9 @@ def load_shard_linker(
 
     from ..evaluation import find_linker
 
+    if settings.get("n_process", 1) > 1:
+        # Set before a fast tokenizer runs, else each forked child warns about it.
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     nlp = spacy.load(model)
     linker = find_linker(nlp, component)
     return ShardLinker(nlp, linker.name, **settings), linker
