@@ -156,6 +156,7 @@ def grow_kb(
     seed: int = 1,
     reuse_names: float = 0.02,
     signatures: Optional[Dict[str, tuple]] = None,
+    image_folder: Optional[Path] = None,
 ):
     """A copy of ``kb`` grown to ``size`` entities with synthetic distractors.
 
@@ -165,6 +166,8 @@ def grow_kb(
 
     signatures (Optional[Dict[str, tuple]]): Filled with each distractor's emblem
         signature (background, foreground, shape).
+    image_folder (Optional[Path]): Write the emblems there as PNG files and give the
+        distractors their paths (as a real KB holds them), instead of pixel arrays.
     """
     from spacy_m3el.datasets.demo import (
         COLOURS,
@@ -200,6 +203,13 @@ def grow_kb(
             images[key] = numpy.asarray(
                 draw_signature(Signature(*key), numpy.random.default_rng(len(images)), size=32)
             )
+            if image_folder is not None:
+                from PIL import Image
+
+                path = Path(image_folder) / f"emblem-{len(images)}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(images[key]).save(path)
+                images[key] = str(path.resolve())
         description = entity_type.description.format(
             name=name, region="a distant region", year=1900 + i % 120, number=i % 90
         )

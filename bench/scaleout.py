@@ -1,7 +1,7 @@
 """Scale-out: link-corpus and build-cache with the local and Ray engines.
 
 Run from the repository root (about 15 min on 2 cores):
-      python -m bench.scaleout [--work DIR] [--entities 100000] [--docs 2000]
+      python -m bench.scaleout [--work DIR] [--entities 100000] [--docs 20000]
 
 The tiny demo pipeline (trained briefly: throughput does not depend on how well
 it links) with its KB grown to ``--entities`` with distractors. Measures:
@@ -53,7 +53,7 @@ def grown_pipeline(work: Path, steps: int, entities: int) -> Path:
         return target
     nlp = spacy.load(train_demo_pipeline(work, steps))
     linker = nlp.get_pipe("m3el_linker")
-    grown = grow_kb(linker.kb, entities)
+    grown = grow_kb(linker.kb, entities, image_folder=work / f"kb-images-{entities}")
     linker.set_kb(lambda vocab: grown)
     linker.save_entity_cache = False
     nlp.to_disk(target)
@@ -170,11 +170,13 @@ def memory(model: Path, workers: int = 2) -> List[Dict[str, object]]:
     import ray
 
     rows = []
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # Ray forks this process
     ray.init(num_cpus=workers, include_dashboard=False, configure_logging=False)
     try:
         probe = ray.remote(num_cpus=1)(MemoryProbe)
         for mmap in (True, False):
             actors = [probe.remote(str(model), mmap) for _ in range(workers)]
+            ray.get([a.__ray_ready__.remote() for a in actors])  # every actor has read the cache
             for i, measured in enumerate(ray.get([a.measure.remote() for a in actors])):
                 rows.append(
                     {"cache": "memory-mapped" if mmap else "copied", "worker": i, **measured}
@@ -229,8 +231,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench-scaleout"))
     parser.add_argument("--entities", type=int, default=100_000)
-    parser.add_argument("--docs", type=int, default=2000)
-    parser.add_argument("--shard-size", type=int, default=250)
+    parser.add_argument("--docs", type=int, default=20000)
+    parser.add_argument("--shard-size", type=int, default=500)
     parser.add_argument("--steps", type=int, default=100, help="Training steps of the pipeline.")
     parser.add_argument("--output", type=Path, default=None, help="Markdown file to update.")
     return parser.parse_args(argv)
@@ -251,7 +253,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
         "link": link_runs(model, corpus, one_doc, args.work, args.shard_size),
         "memory": memory(model),
     }
-    full = args.entities >= 100_000 and args.docs >= 2000
+    full = args.entities >= 100_000 and args.docs >= 20000
     output = output_path(args.output, full, args.work)
     publish(report(results, command_line("bench.scaleout", argv)), output, HEADING)
     return results

@@ -49,6 +49,8 @@ def init_ray(workers: int) -> None:
     ray = import_ray()
     if ray.is_initialized():
         return
+    # Ray forks its processes; a fast tokenizer that already ran would warn about it.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     # We print our own progress (docs/s); without this Ray warns that its bars are off.
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
