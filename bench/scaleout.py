@@ -45,13 +45,17 @@ def cli(*args: object) -> float:
 
 
 def grown_pipeline(work: Path, steps: int, entities: int) -> Path:
-    """The demo pipeline with its KB grown to ``entities`` (saved without a cache)."""
+    """The demo pipeline with its KB grown to ``entities`` (saved without a cache); the
+    work folder's trained pipeline is reused if there is one."""
     import spacy
 
     target = work / f"pipeline-{entities}"
     if (target / "meta.json").exists():
         return target
-    nlp = spacy.load(train_demo_pipeline(work, steps))
+    trained = work / "pipeline"
+    nlp = spacy.load(
+        trained if (trained / "meta.json").exists() else train_demo_pipeline(work, steps)
+    )
     linker = nlp.get_pipe("m3el_linker")
     grown = grow_kb(linker.kb, entities, image_folder=work / f"kb-images-{entities}")
     linker.set_kb(lambda vocab: grown)

@@ -116,7 +116,7 @@ def test_scale_writes_the_repository_report_only_for_full_size_runs():
 
 
 @pytest.mark.parametrize(
-    "script", ["scale", "approximate_index", "pipe_memory", "otmel", "text_tower"]
+    "script", ["scale", "approximate_index", "pipe_memory", "otmel", "text_tower", "scaleout"]
 )
 def test_benchmarks_run_as_modules(script):
     result = subprocess.run(
@@ -265,3 +265,19 @@ def test_text_tower_smoke(tmp_path, tiny_bert):
         assert 0 <= float(cells[4]) <= 100 and 0 <= float(cells[7]) <= 100  # Hits@1, zero-shot
     assert rows[0].split("|")[-2].strip() == "–"  # no NER in demo.cfg
     assert float(rows[1].split("|")[-3]) >= 0  # NER F of the transformer pipeline
+
+
+def test_scaleout_smoke(demo_work, tmp_path, repository_report_unchanged):
+    """build-cache local and on Ray (identical caches), link-corpus with the three engine
+    settings, memory of two Ray workers with the cache mapped and copied."""
+    from bench import scaleout
+
+    output = tmp_path / "BENCHMARKS.md"
+    argv = ["--work", str(demo_work), "--entities", "200", "--docs", "24", "--shard-size", "8"]
+    results = scaleout.main([*argv, "--output", str(output)])
+    assert scaleout.HEADING in output.read_text()
+    assert results["cache"]["identical"] and results["cache"]["ray_s"] > 0
+    assert [row["engine"] for row in results["link"]] == list(scaleout.ENGINE_RUNS)
+    assert all(row["docs_per_s"] > 0 and row["one_doc_s"] > 0 for row in results["link"])
+    assert [row["cache"] for row in results["memory"]] == ["memory-mapped"] * 2 + ["copied"] * 2
+    assert all(0 < row["pss"] <= row["rss"] for row in results["memory"])
