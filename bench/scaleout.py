@@ -1,6 +1,6 @@
 """Scale-out: link-corpus and build-cache with the local and Ray engines.
 
-Run from the repository root (about 15 min on 2 cores):
+Run from the repository root (about 8 min on 2 cores, most of it building the 100K KB once):
       python -m bench.scaleout [--work DIR] [--entities 100000] [--docs 20000]
 
 The tiny demo pipeline (trained briefly: throughput does not depend on how well
