@@ -37,9 +37,9 @@ setup(
         # The experiments' figures (python -m spacy_m3el experiments).
         "experiments": ["matplotlib>=3.7"],
         # link-corpus reads and writes Parquet.
-        "corpus": ["pyarrow>=14"],
+        "corpus": ["pyarrow>=17"],
         # link-corpus / build-cache --engine ray (Ray Data actor pools).
-        "ray": ["ray[data]>=2.50,<3", "pyarrow>=14"],
+        "ray": ["ray[data]>=2.50,<3", "pyarrow>=17"],
     },
     entry_points={
         "spacy_factories": [f"m3el_linker = {REGISTRATIONS}:make_m3el_linker"],

@@ -133,6 +133,8 @@ def run_build_cache(args: argparse.Namespace) -> int:
 
     from ..pipeline.linker import CACHE_FILE
 
+    if args.workers < 1 or args.gpus_per_worker < 0:
+        raise CommandError("--workers must be at least 1 and --gpus-per-worker at least 0.")
     _, linker = load_linker(args.model, args.component)
     start = time.perf_counter()
     if args.engine == "ray":

@@ -14,6 +14,7 @@ import json
 import mmap
 import os
 import struct
+import uuid
 from pathlib import Path
 from typing import Callable, Dict, Tuple, Union
 
@@ -67,12 +68,21 @@ def map_safetensors(
 
 
 def save_atomically(path: Union[str, Path], write: Callable[[Path], None]) -> None:
-    """Call ``write`` on a temporary file beside ``path``, then rename it to ``path``."""
+    """Call ``write`` on a temporary file beside ``path`` (``.<name>.<random>.tmp``), flush
+    it to disk, then rename it to ``path``: readers see the old file or the whole new one,
+    also after a power cut."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         write(tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
     finally:
         if tmp.exists():
             tmp.unlink()

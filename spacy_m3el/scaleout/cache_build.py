@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 import numpy
 
 from ..pipeline.entity_cache import EntityCache, concat_stored
-from .ray_engine import import_ray, init_ray
+from .ray_engine import actor_pool, import_ray, init_ray, ray_rows, worker_linker
 
 logger = logging.getLogger("spacy_m3el")
 RUNS_PER_WORKER = 4  # more runs than workers, so a slow or restarted actor delays less
@@ -33,14 +33,9 @@ class CacheShardEncoder:
     """A Ray Data actor: loads the pipeline once, encodes runs of KB records."""
 
     def __init__(self, model: str, component: Optional[str], use_gpu: bool):
-        import spacy
-
-        from ..evaluation import find_linker
-
-        if use_gpu:
-            spacy.require_gpu()
-        self.linker = find_linker(spacy.load(model), component)
+        _, self.linker = worker_linker(model, component, use_gpu)
         self.records = list(self.linker.kb.records())
+        self.fingerprints = f"{self.linker.model.fingerprint()}/{self.linker.kb.fingerprint()}"
 
     def __call__(self, batch: Dict[str, numpy.ndarray]) -> Dict[str, List[Any]]:
         from safetensors.numpy import save
@@ -53,7 +48,7 @@ class CacheShardEncoder:
             )
             out["start"].append(int(start))
             out["features"].append(save({k: numpy.ascontiguousarray(v) for k, v in stored.items()}))
-            out["fingerprint"].append(self.linker.model.fingerprint())
+            out["fingerprint"].append(self.fingerprints)
             out["unread"].append(unreadable)
         return out
 
@@ -69,31 +64,31 @@ def build_cache_ray(linker, model: Path, workers: int, gpus_per_worker: float = 
     """
     from safetensors.numpy import load
 
+    kb_ids = [record.kb_id for record in linker.kb.records()]
+    if not kb_ids:
+        return linker.build_entity_cache()
     ray = import_ray()
     init_ray(workers)
-    kb_ids = [record.kb_id for record in linker.kb.records()]
     starts = run_starts(len(kb_ids), workers, linker.index.batch_size)
     items = [{"start": s, "stop": e} for s, e in zip(starts, starts[1:] + [len(kb_ids)])]
-    fingerprint = linker.model.fingerprint()
-    encoded = ray.data.from_items(items, override_num_blocks=max(1, len(items))).map_batches(
+    fingerprint, kb_fingerprint = linker.model.fingerprint(), linker.kb.fingerprint()
+    encoded = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
         CacheShardEncoder,
         fn_constructor_kwargs={
             "model": str(model.resolve()),
             "component": linker.name,
             "use_gpu": gpus_per_worker > 0,
         },
-        batch_size=1,
-        compute=ray.data.ActorPoolStrategy(size=max(1, min(workers, len(items)))),
-        num_cpus=1,
-        num_gpus=gpus_per_worker or None,
+        **actor_pool(ray, len(items), workers, gpus_per_worker),
     )
     parts: Dict[int, Dict[str, numpy.ndarray]] = {}
     unreadable = 0
-    for row in encoded.iter_rows():
-        if row["fingerprint"] != fingerprint:
+    for row in ray_rows(encoded):
+        if row["fingerprint"] != f"{fingerprint}/{kb_fingerprint}":
             raise ValueError(
-                f"A worker loaded other weights than this process from {model}; was the "
-                "pipeline saved again during the build? Run build-cache again."
+                f"A worker loaded other weights or another KB than this process from {model}; "
+                "was the pipeline saved again during the build, or does the node see another "
+                "folder at that path? Run build-cache again."
             )
         parts[int(row["start"])] = load(bytes(row["features"]))
         unreadable += int(row["unread"])
@@ -110,6 +105,6 @@ def build_cache_ray(linker, model: Path, workers: int, gpus_per_worker: float = 
         concat_stored([parts[start] for start in starts]),
         linker.index.precision,
         fingerprint,
-        linker.kb.fingerprint(),
+        kb_fingerprint,
         linker.model.retrieval_spec,
     )

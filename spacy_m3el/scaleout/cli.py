@@ -34,14 +34,18 @@ def add_link_corpus_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--n-process", type=int, default=1, help="Local engine: processes of nlp.pipe."
     )
+    parser.add_argument(
+        "--max-attempts",
+        type=int,
+        default=3,
+        help="Ray: starts of a shard whose worker keeps dying before it is given up.",
+    )
 
 
 def run_link_corpus(args: argparse.Namespace) -> int:
     """Link every document of the inputs; resume a run interrupted earlier."""
     if not args.model.is_dir():
         raise ValueError(f"Pipeline folder not found: {args.model}")
-    if args.workers < 1:
-        raise ValueError(f"--workers must be at least 1, got {args.workers}.")
     job = CorpusJob(
         model=args.model,
         inputs=args.inputs,
@@ -54,6 +58,7 @@ def run_link_corpus(args: argparse.Namespace) -> int:
         n_process=args.n_process,
         workers=args.workers,
         gpus_per_worker=args.gpus_per_worker,
+        max_attempts=args.max_attempts,
     )
     start = time.perf_counter()
     counts = run_corpus_job(job)

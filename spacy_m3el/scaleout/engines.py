@@ -46,6 +46,22 @@ class CorpusJob:
     n_process: int = 1
     workers: int = 2
     gpus_per_worker: float = 0.0
+    max_attempts: int = 3
+
+    def validate(self) -> None:
+        """RAISES (ValueError): A setting out of range, or the output among the inputs."""
+        if self.engine not in ENGINES:
+            raise ValueError(f"Unknown engine {self.engine!r}; use one of {', '.join(ENGINES)}.")
+        for name in ("shard_size", "batch_size", "top_k", "n_process", "workers", "max_attempts"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if self.gpus_per_worker < 0:
+            raise ValueError(f"gpus_per_worker cannot be negative, got {self.gpus_per_worker}.")
+        if any(self.output.resolve() == p.resolve() for p in self.inputs):
+            raise ValueError(
+                f"The output folder {self.output} is also an input: its shards would be read "
+                "as documents. Write to another folder."
+            )
 
 
 class Progress:
@@ -59,7 +75,7 @@ class Progress:
         self.tty = bool(getattr(stream, "isatty", lambda: False)())
         self.interval = 1.0 if self.tty else 30.0
         self.start = time.perf_counter()
-        self._shown = 0.0
+        self._shown = float("-inf")
 
     @property
     def docs_per_second(self) -> float:
@@ -86,8 +102,7 @@ def run_corpus_job(job: CorpusJob, stream: TextIO = sys.stderr) -> ShardCounts:
     RAISES (ValueError): bad settings, or shards still unfinished after the run
         (named; rerunning the same command retries them).
     """
-    if job.engine not in ENGINES:
-        raise ValueError(f"Unknown engine {job.engine!r}; use one of {', '.join(ENGINES)}.")
+    job.validate()
     shards = plan_shards(job.inputs, job.shard_size)
     claim_output(
         job.output, run_settings(job.model, job.inputs, job.shard_size, job.top_k, job.component)

@@ -24,7 +24,7 @@ from ..scoring import CANDIDATES_ATTR
 from .output import ShardCounts, ShardResult
 from .records import InputShard, RecordError, has_entities, read_shard, record_doc, record_id
 
-Indexed = List[Tuple[int, Doc]]
+Indexed = List[Tuple[int, Any, Doc]]  # (record number in its file, record, its doc)
 
 
 class ShardLinker:
@@ -59,7 +59,12 @@ class ShardLinker:
         ]
 
     def link_shard(self, shard: InputShard) -> ShardResult:
-        """The rows, failed documents and counts of one input shard."""
+        """The rows, failed documents and counts of one input shard.
+
+        RAISES (ShardFailed): The pipeline failed on every document of a group of
+            several (a broken pipeline, not bad documents): nothing is written, so
+            the shard is retried by the next run.
+        """
         result = ShardResult(shard.name)
         base_dir = Path(shard.path).parent
         given: Indexed = []
@@ -70,14 +75,16 @@ class ShardLinker:
             index = shard.start + position
             ids[index] = record_id(record, index)
             try:
-                doc = record_doc(self.nlp, record, base_dir, self.image_attr)
-            except RecordError as err:
-                failures[index] = f"bad record: {err}"
+                doc = self._doc(record, base_dir)
+            except MemoryError:
+                raise
+            except Exception as err:  # noqa: BLE001 - reported in the errors file
+                failures[index] = f"bad record: {_reason(err)}"
                 continue
-            (given if has_entities(record) else found).append((index, doc))
+            (given if has_entities(record) else found).append((index, record, doc))
         linked: Dict[int, Doc] = {}
         for items, disable in ((given, self.ents_setters), (found, [])):
-            done, failed = self._process(items, disable)
+            done, failed = self._process(items, base_dir, disable)
             linked.update(done)
             failures.update(failed)
         for index in sorted(ids):
@@ -90,31 +97,50 @@ class ShardLinker:
         result.counts = _counts(result, linked.values())
         return result
 
-    def _process(self, items: Indexed, disable: Sequence[str]) -> Tuple[Dict[int, Doc], Dict]:
-        """Run the pipeline over documents; if a batch raises, find the documents that
-        fail by running them one at a time."""
+    def _doc(self, record: Any, base_dir: Path) -> Doc:
+        return record_doc(self.nlp, record, base_dir, self.image_attr)
+
+    def _process(
+        self, items: Indexed, base_dir: Path, disable: Sequence[str]
+    ) -> Tuple[Dict[int, Doc], Dict[int, str]]:
+        """Run the pipeline over the documents; if a batch raises, find the documents
+        that fail by running fresh copies (made again from the records) one at a time."""
         if not items:
             return {}, {}
-        docs = [doc for _, doc in items]
+        docs = [doc for _, _, doc in items]
         try:
             out = self.nlp.pipe(
                 docs, batch_size=self.batch_size, disable=disable, n_process=self.n_process
             )
-            return {index: doc for (index, _), doc in zip(items, out)}, {}
+            return {item[0]: doc for item, doc in zip(items, out, strict=True)}, {}
         except MemoryError:
             raise
         except Exception:  # noqa: BLE001 - isolated below, each failure reported
             pass
         done: Dict[int, Doc] = {}
         failed: Dict[int, str] = {}
-        for index, doc in items:
+        for index, record, _ in items:
             try:
+                doc = self._doc(record, base_dir)
                 done[index] = next(iter(self.nlp.pipe([doc], disable=disable)))
             except MemoryError:
                 raise
             except Exception as err:  # noqa: BLE001 - reported in the errors file
-                failed[index] = f"pipeline failed: {type(err).__name__}: {err}"
+                failed[index] = f"pipeline failed: {_reason(err)}"
+        if len(items) > 1 and not done:
+            raise ShardFailed(
+                f"the pipeline failed on all {len(items)} documents of a group "
+                f"(first: {next(iter(failed.values()))}); the shard is left for a rerun"
+            )
         return done, failed
+
+
+class ShardFailed(RuntimeError):
+    """The pipeline itself failed (on every document tried), not a document."""
+
+
+def _reason(err: Exception) -> str:
+    return f"{type(err).__name__}: {err}" if not isinstance(err, RecordError) else str(err)
 
 
 def mention_rows(doc_id: str, doc: Doc, top_k: int) -> List[Dict[str, Any]]:

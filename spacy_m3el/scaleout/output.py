@@ -11,6 +11,7 @@ the rows; a rerun with other settings is refused rather than mixing outputs.
 """
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence
@@ -32,6 +33,8 @@ COLUMNS = (
 METADATA_KEY = b"spacy_m3el"
 RUN_FILE = "_run.json"
 ERRORS_DIR = "errors"
+# The temporary files of save_atomically for shards, errors files and _run.json.
+PARTIAL = re.compile(r"\.(.+\.parquet|.+\.jsonl|_run\.json)\.[0-9a-f]{32}\.tmp")
 
 
 @dataclass
@@ -156,8 +159,10 @@ def claim_output(output: Path, settings: Dict[str, Any]) -> None:
     RAISES (ValueError): The folder holds the output of a run with other settings.
     """
     output.mkdir(parents=True, exist_ok=True)
-    for partial in output.glob(".*.tmp"):  # left by a writer killed mid-write
-        partial.unlink()
+    for folder in (output, output / ERRORS_DIR):  # files of writers killed mid-write
+        for partial in folder.glob(".*.tmp"):
+            if PARTIAL.fullmatch(partial.name):
+                partial.unlink(missing_ok=True)
     run_file = output / RUN_FILE
     if run_file.exists():
         earlier = json.loads(run_file.read_text("utf8"))
@@ -166,7 +171,8 @@ def claim_output(output: Path, settings: Dict[str, Any]) -> None:
         if changed:
             raise ValueError(
                 f"{output} holds the output of a run with other settings ({', '.join(changed)}"
-                "); rerun with the same command to resume it, or write to a new folder."
+                "; a changed input file or pipeline counts too); rerun the same command on "
+                "the same files to resume it, or write to a new folder."
             )
         return
     text = json.dumps(settings, indent=2, sort_keys=True)
@@ -176,10 +182,22 @@ def claim_output(output: Path, settings: Dict[str, Any]) -> None:
 def run_settings(
     model: Path, inputs: Sequence[Path], shard_size: int, top_k: int, component: Optional[str]
 ) -> Dict[str, Any]:
-    """The settings that decide which rows a run writes (engines and worker counts do not)."""
+    """What decides which rows a run writes (engines and worker counts do not): the
+    settings, and the size and modification time of every input file and of every file
+    of the pipeline (its entity cache aside, which ``build-cache`` may redo)."""
+    from .records import input_files
+
+    def stamp(path: Path) -> List[int]:
+        info = path.stat()
+        return [info.st_size, info.st_mtime_ns]
+
+    pipeline_files = sorted(
+        p for p in model.rglob("*") if p.is_file() and p.name != "entity_cache.safetensors"
+    )
     return {
         "model": str(model.resolve()),
-        "inputs": [str(p.resolve()) for p in inputs],
+        "pipeline_files": {str(p.relative_to(model)): stamp(p) for p in pipeline_files},
+        "inputs": {str(p.resolve()): stamp(p) for p in input_files(inputs)},
         "shard_size": shard_size,
         "top_k": top_k,
         "component": component,

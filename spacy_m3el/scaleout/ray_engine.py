@@ -4,10 +4,11 @@ Each actor loads the pipeline once; its linker memory-maps the saved entity
 cache, so the actors of one node share those pages. One dataset row is one
 input shard and one actor call links and writes it, so a shard's rows never
 depend on which actor ran it or how often. An actor that dies (killed,
-out of memory) is restarted and its shard retried (Ray Data's default for
-actor pools: no limit); a shard whose task fails for good (an exception out
-of the actor) is left unfinished, the other shards go on, the driver names
-it at the end, and rerunning the command retries it. This module is the only one that imports
+out of memory) is restarted and its shard retried, up to ``max_attempts``
+starts of one shard (counted in ``<output>/.attempts``, since Ray Data itself
+would restart without limit); a shard that fails for good is left unfinished,
+the other shards go on, the driver names it at the end, and rerunning the
+command retries it. This module is the only one that imports
 Ray (``pip install -c constraints.txt 'spacy-m3el[ray]'``).
 
 Without ``RAY_ADDRESS`` a local Ray instance is started with as many CPUs as
@@ -18,18 +19,20 @@ input and output paths at the same place (a shared filesystem).
 
 import logging
 import os
+import shutil
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, Iterator, List, Tuple
 
 import numpy
 
 from .engines import CorpusJob, Progress
-from .linking import load_shard_linker, timed_link
+from .linking import ShardFailed, ShardLinker, load_shard_linker, timed_link
 from .output import ShardCounts, write_shard
 from .records import InputShard
 
 COUNT_FIELDS = tuple(ShardCounts.__annotations__)
+ATTEMPTS_DIR = ".attempts"
 
 
 def import_ray():
@@ -45,16 +48,17 @@ def import_ray():
 
 
 def init_ray(workers: int) -> None:
-    """Join the cluster of ``RAY_ADDRESS``, or start a local Ray for ``workers`` actors."""
+    """Join the cluster of ``RAY_ADDRESS``, or start a local Ray for ``workers`` actors
+    (unless this process already joined one); set Ray Data up for whole-shard tasks."""
     ray = import_ray()
-    if ray.is_initialized():
-        return
     # Ray forks its processes; a fast tokenizer that already ran would warn about it.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     # We print our own progress (docs/s); without this Ray warns that its bars are off.
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
-    if os.environ.get("RAY_ADDRESS"):
+    if ray.is_initialized():
+        pass
+    elif os.environ.get("RAY_ADDRESS"):
         ray.init(logging_level=logging.WARNING, configure_logging=False)
     else:
         ray.init(
@@ -65,19 +69,45 @@ def init_ray(workers: int) -> None:
         )
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
-    # A shard that fails after its retries is reported by the driver, not fatal to the others.
+    # A shard that fails for good is named by the driver, not fatal to the other shards.
     context.max_errored_blocks = -1
 
 
+def worker_linker(model: str, component: Any, use_gpu: bool) -> Tuple[Any, Any]:
+    """In a Ray actor: the pipeline and its linker (on the GPU if asked)."""
+    import spacy
+
+    from ..evaluation import find_linker
+
+    if use_gpu:
+        spacy.require_gpu()
+    nlp = spacy.load(model)
+    return nlp, find_linker(nlp, component)
+
+
+def count_attempt(output: Path, name: str) -> int:
+    """Count one more attempt at a shard (in ``<output>/.attempts/``); the count so far."""
+    folder = output / ATTEMPTS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / name
+    count = (int(marker.read_text() or 0) if marker.exists() else 0) + 1
+    marker.write_text(str(count))
+    return count
+
+
 class ShardActor:
-    """A Ray Data actor: loads the pipeline once, then links and writes whole shards."""
+    """A Ray Data actor: loads the pipeline once, then links and writes whole shards.
+
+    A shard is given up (an exception, so Ray does not retry it) at its
+    ``max_attempts``-th start: its earlier attempts killed their actors (a crash
+    or the out-of-memory killer), and Ray would otherwise restart them forever.
+    """
 
     def __init__(self, model: str, component: Any, output: str, settings: Dict[str, Any]):
-        if settings.pop("use_gpu", False):
-            import spacy
-
-            spacy.require_gpu()
-        self.linker, _ = load_shard_linker(Path(model), component, **settings)
+        settings = dict(settings)
+        self.max_attempts = settings.pop("max_attempts")
+        nlp, linker = worker_linker(model, component, settings.pop("use_gpu"))
+        self.linker = ShardLinker(nlp, linker.name, **settings)
         self.output = Path(output)
 
     def __call__(self, batch: Dict[str, numpy.ndarray]) -> Dict[str, List[Any]]:
@@ -90,6 +120,12 @@ class ShardActor:
                 stop=int(batch["stop"][i]),
                 offset=int(batch["offset"][i]),
             )
+            attempt = count_attempt(self.output, shard.name)
+            if attempt > self.max_attempts:
+                raise ShardFailed(
+                    f"shard {shard.name} was started {attempt - 1} times and its worker died "
+                    "each time (a crash or out of memory?); giving up on it for this run"
+                )
             result, seconds = timed_link(self.linker, shard)
             write_shard(self.output, result)
             done["name"].append(shard.name)
@@ -111,19 +147,43 @@ def check_saved_cache(model: Path, component: Any) -> None:
         )
 
 
+def actor_pool(ray, items: int, workers: int, gpus_per_worker: float) -> Dict[str, Any]:
+    """The ``map_batches`` arguments of a pool of whole-item actor calls."""
+    return {
+        "batch_size": 1,
+        "compute": ray.data.ActorPoolStrategy(size=max(1, min(workers, items))),
+        "num_cpus": 1,
+        "num_gpus": gpus_per_worker or None,
+    }
+
+
+def ray_rows(dataset) -> Iterator[Dict[str, Any]]:
+    """The rows of a Ray dataset; a Ray failure as a ValueError that says what now."""
+    ray = import_ray()
+    try:
+        yield from dataset.iter_rows()
+    except ray.exceptions.RayError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"The Ray run stopped: {first}. Finished shards are kept; check that every node "
+            "sees the pipeline, input and output paths, then rerun the same command."
+        ) from err
+
+
 def run_ray(job: CorpusJob, pending: List[InputShard], progress: Progress) -> None:
     """Link the pending shards on a Ray actor pool, updating ``progress`` per shard."""
     ray = import_ray()
     check_saved_cache(job.model, job.component)
     init_ray(job.workers)
+    shutil.rmtree(job.output / ATTEMPTS_DIR, ignore_errors=True)
     items = [asdict(shard) for shard in pending]
-    dataset = ray.data.from_items(items, override_num_blocks=len(items))
     settings = {
         "batch_size": job.batch_size,
         "top_k": job.top_k,
         "use_gpu": job.gpus_per_worker > 0,
+        "max_attempts": job.max_attempts,
     }
-    linked = dataset.map_batches(
+    linked = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
         ShardActor,
         fn_constructor_kwargs={
             "model": str(job.model.resolve()),
@@ -131,10 +191,8 @@ def run_ray(job: CorpusJob, pending: List[InputShard], progress: Progress) -> No
             "output": str(job.output.resolve()),
             "settings": settings,
         },
-        batch_size=1,
-        compute=ray.data.ActorPoolStrategy(size=min(job.workers, len(items))),
-        num_cpus=1,
-        num_gpus=job.gpus_per_worker or None,
+        **actor_pool(ray, len(items), job.workers, job.gpus_per_worker),
     )
-    for row in linked.iter_rows():
+    for row in ray_rows(linked):
         progress.update(ShardCounts(**{field: int(row[field]) for field in COUNT_FIELDS}))
+    shutil.rmtree(job.output / ATTEMPTS_DIR, ignore_errors=True)

@@ -21,6 +21,7 @@ Blank JSONL lines are skipped and do not count as records.
 
 import base64
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -31,6 +32,7 @@ from spacy.tokens import Doc
 from ..images import set_image
 
 FORMATS = {".jsonl": "jsonl", ".parquet": "parquet"}
+logger = logging.getLogger("spacy_m3el")
 
 
 class RecordError(ValueError):
@@ -96,7 +98,9 @@ def plan_shards(inputs: Sequence[Path], shard_size: int) -> List[InputShard]:
         else:
             bounds = _parquet_shard_bounds(path, shard_size)
         for number, (start, stop, offset) in enumerate(bounds):
-            shards.append(InputShard(f"{path.stem}-{number:05d}", str(path), start, stop, offset))
+            shards.append(
+                InputShard(f"{path.stem}-{number:05d}", str(path.resolve()), start, stop, offset)
+            )
     return shards
 
 
@@ -116,7 +120,20 @@ def _jsonl_shard_offsets(path: Path, shard_size: int) -> List[Tuple[int, int, in
 
 
 def _parquet_shard_bounds(path: Path, shard_size: int) -> List[Tuple[int, int, int]]:
-    rows = _parquet_file(path).metadata.num_rows
+    metadata = _parquet_file(path).metadata
+    rows = metadata.num_rows
+    groups = range(metadata.num_row_groups)
+    largest = max((metadata.row_group(i).num_rows for i in groups), default=0)
+    if largest > 2 * shard_size:
+        logger.warning(
+            "%s has row groups of up to %d rows, more than the shard size (%d): each shard "
+            "reads its whole row group. Write the file with smaller row groups "
+            "(pyarrow.parquet.write_table(..., row_group_size=%d)) or raise --shard-size.",
+            path,
+            largest,
+            shard_size,
+            shard_size,
+        )
     return [(start, min(rows, start + shard_size), 0) for start in range(0, rows, shard_size)]
 
 
@@ -151,7 +168,7 @@ def _read_jsonl(shard: InputShard) -> Iterator[Any]:
                 continue
             try:
                 record = json.loads(line)
-            except ValueError as err:
+            except (ValueError, RecursionError) as err:
                 record = RecordError(f"record {line_number} is not valid JSON ({err})")
             if not isinstance(record, (dict, RecordError)):
                 record = RecordError(f"record {line_number} is not a JSON object")
@@ -176,9 +193,17 @@ def _read_parquet_rows(path: Path, start: int, stop: int):
     return table.slice(start - first, stop - start)
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _valid_id(value: Any) -> bool:
+    return isinstance(value, str) or _is_int(value)
+
+
 def record_id(record: Any, index: int) -> str:
     """The record's ID as text, or ``#<index in file>`` when it has none."""
-    if isinstance(record, dict) and isinstance(record.get("id"), (str, int)):
+    if isinstance(record, dict) and _valid_id(record.get("id")):
         return str(record["id"])
     return f"#{index}"
 
@@ -190,7 +215,7 @@ def record_doc(nlp: Language, record: Any, base_dir: Path, image_attr: str) -> D
     """
     if isinstance(record, RecordError):
         raise record
-    if not isinstance(record.get("id"), (str, int)) or isinstance(record.get("id"), bool):
+    if not _valid_id(record.get("id")):
         raise RecordError("'id' is missing or neither a string nor an integer")
     text = record.get("text")
     if not isinstance(text, str):
@@ -208,7 +233,7 @@ def record_doc(nlp: Language, record: Any, base_dir: Path, image_attr: str) -> D
         except ValueError as err:
             if isinstance(err, RecordError):
                 raise
-            raise RecordError(f"entities overlap ({err})") from err
+            raise RecordError(f"the entities overlap ({err})") from err
     return doc
 
 
@@ -233,10 +258,12 @@ def _record_spans(doc: Doc, entities: Any) -> List[Any]:
         raise RecordError("'entities' must be a list of {start, end, label}")
     spans = []
     for entity in entities:
-        try:
-            start, end, label = int(entity["start"]), int(entity["end"]), str(entity["label"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise RecordError(f"entity {entity!r} needs integer start, end and a label") from err
+        fields = entity if isinstance(entity, dict) else {}
+        start, end, label = fields.get("start"), fields.get("end"), fields.get("label")
+        if not (_is_int(start) and _is_int(end) and isinstance(label, str)):
+            raise RecordError(f"entity {entity!r} needs integer start, end and a string label")
+        if not 0 <= start < end <= len(doc.text):
+            raise RecordError(f"entity [{start}, {end}) is empty or outside the text")
         span = doc.char_span(start, end, label=label)
         if span is None:
             raise RecordError(

@@ -107,12 +107,13 @@ def test_a_rerun_links_only_the_unfinished_shards(corpus_model, captions, local_
         if item.is_file():
             (copy / item.name).write_bytes(item.read_bytes())
     shard_path(copy, "captions-00002").unlink()
-    (copy / ".captions-00002.parquet.123.tmp").write_bytes(b"half written")
+    (copy / f".captions-00002.parquet.{'ab' * 16}.tmp").write_bytes(b"half written")
+    (copy / ".notes.tmp").write_text("not ours: kept")
     counts, log = run(corpus_model, [captions], copy, shard_size=10, batch_size=4, top_k=3)
     assert "5 shards, 4 finished earlier, 1 to link" in log
     assert read_links(copy) == read_links(output)
     assert counts == output_counts(output)
-    assert not list(copy.glob(".*.tmp"))
+    assert [p.name for p in copy.glob(".*.tmp")] == [".notes.tmp"]
 
 
 def test_other_settings_are_refused_rather_than_mixed(corpus_model, captions, local_links):
@@ -162,3 +163,110 @@ def test_importing_and_linking_locally_never_imports_ray(corpus_model, captions,
         "assert 'pyarrow' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_parquet_with_image_bytes_links_like_jsonl(corpus_model, tmp_path):
+    import base64
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    records = caption_records(6, tmp_path / "images")
+    jsonl = write_jsonl(tmp_path / "c.jsonl", records)
+    rows = []
+    for record in records:
+        row = {k: v for k, v in record.items() if k != "image_base64"}
+        if "image_base64" in record:
+            row["image"] = base64.b64decode(record["image_base64"])
+        elif "image" in record:
+            row["image"] = (tmp_path / record["image"]).read_bytes()
+        rows.append({k: row.get(k) for k in ("id", "text", "image", "entities")})
+    table = pa.Table.from_pylist(rows)
+    pq.write_table(table, str(tmp_path / "p.parquet"), row_group_size=2)
+    run(corpus_model, [jsonl], tmp_path / "a", shard_size=4)
+    run(corpus_model, [tmp_path / "p.parquet"], tmp_path / "b", shard_size=4)
+    assert read_links(tmp_path / "b") == read_links(tmp_path / "a")
+
+
+def test_an_empty_input_and_a_finished_output_link_nothing(corpus_model, tmp_path):
+    (tmp_path / "e.jsonl").write_text("")
+    counts, log = run(corpus_model, [tmp_path / "e.jsonl"], tmp_path / "out")
+    assert counts == ShardCounts() and "0 shards" in log
+    path = write_jsonl(tmp_path / "c.jsonl", caption_records(3, tmp_path / "images"))
+    run(corpus_model, [path], tmp_path / "out2")
+    counts, log = run(corpus_model, [path], tmp_path / "out2")
+    assert "1 finished earlier, 0 to link" in log and counts.docs == 3
+
+
+@pytest.mark.parametrize(
+    "settings,message",
+    [({"top_k": 0}, "top_k must be at least 1"), ({"gpus_per_worker": -1}, "negative")],
+)
+def test_bad_settings_fail_before_the_output_is_claimed(
+    corpus_model, captions, tmp_path, settings, message
+):
+    with pytest.raises(ValueError, match=message):
+        run(corpus_model, [captions], tmp_path / "out", **settings)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_output_folder_that_is_an_input_is_refused(corpus_model, tmp_path):
+    write_jsonl(tmp_path / "c.jsonl", caption_records(2, tmp_path / "images"))
+    with pytest.raises(ValueError, match="is also an input"):
+        run(corpus_model, [tmp_path], tmp_path)
+
+
+def test_a_changed_input_is_not_resumed(corpus_model, tmp_path):
+    path = write_jsonl(tmp_path / "c.jsonl", caption_records(3, tmp_path / "images"))
+    run(corpus_model, [path], tmp_path / "out")
+    write_jsonl(path, caption_records(5, tmp_path / "images"))
+    with pytest.raises(ValueError, match="other settings .*inputs"):
+        run(corpus_model, [path], tmp_path / "out")
+
+
+def test_a_broken_pipeline_leaves_the_shard_unwritten(corpus_model, tmp_path, monkeypatch):
+    from spacy_m3el.scaleout.linking import ShardFailed
+
+    def broken(self, docs):
+        raise RuntimeError("model on a dead device")
+
+    monkeypatch.setattr(M3ELLinker, "predict", broken)
+    path = write_jsonl(tmp_path / "c.jsonl", caption_records(4, tmp_path / "images"))
+    with pytest.raises(ShardFailed, match="all 2 documents"):
+        run(corpus_model, [path], tmp_path / "out")
+    assert finished_shards(tmp_path / "out") == []
+
+
+def test_a_text_longer_than_max_length_is_a_bad_record(corpus_model, tmp_path):
+    import spacy
+
+    from spacy_m3el.scaleout.linking import ShardLinker
+    from spacy_m3el.scaleout.records import plan_shards
+
+    nlp = spacy.load(corpus_model)
+    nlp.max_length = 60
+    records = caption_records(2, tmp_path / "images")
+    records[1]["text"] = "Kastrel " * 20
+    path = write_jsonl(tmp_path / "c.jsonl", records)
+    (shard,) = plan_shards([path], 10)
+    result = ShardLinker(nlp, "m3el_linker").link_shard(shard)
+    assert [r["doc_id"] for r in result.rows] == ["doc0"]
+    assert result.errors[0]["doc_id"] == "doc1" and "max_length" in result.errors[0]["reason"]
+
+
+def test_a_shard_that_keeps_killing_its_worker_is_given_up(corpus_model, captions, tmp_path):
+    """The Ray actor's attempt guard, run in this process (no Ray needed)."""
+    import numpy
+
+    from spacy_m3el.scaleout.linking import ShardFailed
+    from spacy_m3el.scaleout.ray_engine import ShardActor, count_attempt
+    from spacy_m3el.scaleout.records import plan_shards
+
+    shard = plan_shards([captions], 10)[0]
+    batch = {k: numpy.array([v]) for k, v in shard.__dict__.items()}
+    settings = {"batch_size": 4, "top_k": 3, "use_gpu": False, "max_attempts": 2}
+    actor = ShardActor(str(corpus_model), None, str(tmp_path), settings)
+    assert actor(batch)["docs"] == [10]  # attempt 1
+    assert count_attempt(tmp_path, shard.name) == 2  # as if its worker had died once more
+    with pytest.raises(ShardFailed, match="started 2 times"):
+        actor(batch)

@@ -105,7 +105,7 @@ def test_record_doc_sets_entities_and_resolves_relative_images(nlp, tmp_path):
         ({"text": "no id"}, "'id' is missing"),
         ({"id": 1}, "'text' must be a string"),
         ({"id": 1, "text": "ab c", "entities": [{"start": 0, "end": 1, "label": "X"}]}, "token"),
-        ({"id": 1, "text": "a b", "entities": [{"start": 0}]}, "start, end and a label"),
+        ({"id": 1, "text": "a b", "entities": [{"start": 0}]}, "start, end and a string label"),
         ({"id": 1, "text": "a b", "entities": "a"}, "must be a list"),
         (
             {
@@ -126,3 +126,41 @@ def test_record_doc_sets_entities_and_resolves_relative_images(nlp, tmp_path):
 def test_bad_records_say_what_to_fix(nlp, tmp_path, record, message):
     with pytest.raises(RecordError, match=message):
         record_doc(nlp, record, tmp_path, "image")
+
+
+def test_crlf_leading_blank_lines_and_no_final_newline(tmp_path):
+    path = tmp_path / "w.jsonl"
+    lines = [json.dumps(r) for r in records(5)]
+    path.write_bytes(b"\r\n\r\n" + "\r\n".join(lines).encode())
+    shards = plan_shards([path], 2)
+    assert [len(s) for s in shards] == [2, 2, 1]
+    assert [r["id"] for s in shards for r in read_shard(s)] == list(range(5))
+
+
+def test_an_empty_file_has_no_shards(tmp_path):
+    (tmp_path / "e.jsonl").write_text("\n\n")
+    assert plan_shards([tmp_path / "e.jsonl"], 4) == []
+
+
+@pytest.mark.parametrize(
+    "record,message",
+    [
+        ({"id": True, "text": "yes"}, "'id' is missing"),
+        ({"id": 1, "text": "ab c", "entities": [{"start": 3, "end": 1, "label": "X"}]}, "empty"),
+        ({"id": 1, "text": "ab", "entities": [{"start": 0, "end": 9, "label": "X"}]}, "outside"),
+        ({"id": 1, "text": "ab", "entities": [{"start": 0.0, "end": 2, "label": "X"}]}, "integer"),
+        ({"id": 1, "text": "ab", "entities": [["start", 0]]}, "integer"),
+    ],
+)
+def test_more_bad_records(nlp, tmp_path, record, message):
+    with pytest.raises(RecordError, match=message):
+        record_doc(nlp, record, tmp_path, "image")
+    assert record_id({"id": True}, 3) == "#3"
+
+
+def test_big_parquet_row_groups_are_named(tmp_path, caplog):
+    path = tmp_path / "big.parquet"
+    pq.write_table(pa.Table.from_pylist(records(40)), str(path), row_group_size=40)
+    with caplog.at_level("WARNING", logger="spacy_m3el"):
+        plan_shards([path], 5)
+    assert "row groups of up to 40 rows" in caplog.text and "row_group_size=5" in caplog.text
