@@ -87,16 +87,21 @@ def write_corpus(work: Path, docs: int) -> Path:
     return path
 
 
-def cache_builds(model: Path, work: Path) -> Dict[str, object]:
-    """build-cache locally and on Ray (2 workers); seconds and whether the caches agree."""
+def cache_builds(model: Path, work: Path, ray: bool = True) -> Dict[str, object]:
+    """build-cache locally and (unless ``ray`` is false) on Ray (2 workers); seconds and
+    whether the caches agree."""
     import numpy
 
     from spacy_m3el.pipeline.mapped_file import map_safetensors
 
+    local_s = cli("build-cache", model)
+    size = (model / CACHE).stat().st_size / 2**20
+    if not ray:
+        return {"local_s": local_s, "ray_s": None, "identical": None, "mib": size}
     ray_model = work / "pipeline-ray-cache"
     shutil.rmtree(ray_model, ignore_errors=True)
     shutil.copytree(model, ray_model)
-    local_s = cli("build-cache", model)
+    (ray_model / CACHE).unlink()
     ray_s = cli("build-cache", ray_model, "--engine", "ray", "--workers", 2)
     meta_a, a = map_safetensors(model / CACHE)
     meta_b, b = map_safetensors(ray_model / CACHE)
@@ -111,17 +116,21 @@ def cache_builds(model: Path, work: Path) -> Dict[str, object]:
     }
 
 
-ENGINE_RUNS = {
-    "local, 1 process": ["--engine", "local"],
-    "local, --n-process 2": ["--engine", "local", "--n-process", 2],
-    "ray, --workers 2": ["--engine", "ray", "--workers", 2],
+ENGINE_RUNS = {  # --engines key: (table row, link-corpus options)
+    "local": ("local, 1 process", ["--engine", "local"]),
+    "n-process": ("local, --n-process 2", ["--engine", "local", "--n-process", 2]),
+    "ray": ("ray, --workers 2", ["--engine", "ray", "--workers", 2]),
 }
 
 
-def link_runs(model: Path, corpus: Path, one_doc: Path, work: Path, shard_size: int) -> List[Dict]:
-    """Each engine on the corpus and on one document (its fixed cost)."""
+def link_runs(
+    model: Path, corpus: Path, one_doc: Path, work: Path, shard_size: int, engines: List[str]
+) -> List[Dict]:
+    """Each of ``engines`` (keys of ENGINE_RUNS) on the corpus and on one document (its
+    fixed cost)."""
     rows = []
-    for name, options in ENGINE_RUNS.items():
+    for key in engines:
+        name, options = ENGINE_RUNS[key]
         times = []
         for path in (corpus, one_doc):
             output = work / "links"
@@ -205,7 +214,12 @@ def report(results: Dict[str, object], command: str) -> str:
         "| build-cache | seconds | identical to local |",
         "|---|---|---|",
         f"| local, 1 process | {build['local_s']:.1f} | - |",
-        f"| ray, --workers 2 | {build['ray_s']:.1f} | {'yes' if build['identical'] else 'NO'} |",
+    ]
+    if build["ray_s"] is not None:
+        lines.append(
+            f"| ray, --workers 2 | {build['ray_s']:.1f} | {'yes' if build['identical'] else 'NO'} |"
+        )
+    lines += [
         "",
         "| link-corpus | wall s | docs/s | docs/s without the fixed cost | fixed cost s (1 doc) |",
         "|---|---|---|---|---|",
@@ -215,6 +229,8 @@ def report(results: Dict[str, object], command: str) -> str:
             f"| {row['engine']} | {row['wall_s']:.1f} | {row['docs_per_s']:.1f} | "
             f"{row['steady_docs_per_s']:.1f} | {row['one_doc_s']:.1f} |"
         )
+    if not results["memory"]:
+        return "\n".join(lines)
     lines += [
         "",
         "Memory per Ray worker (2 workers, each has loaded the pipeline and read every "
@@ -238,12 +254,24 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--docs", type=int, default=20000)
     parser.add_argument("--shard-size", type=int, default=500)
     parser.add_argument("--steps", type=int, default=100, help="Training steps of the pipeline.")
+    parser.add_argument(
+        "--engines",
+        default=",".join(ENGINE_RUNS),
+        help=f"Comma-separated link-corpus runs, of: {', '.join(ENGINE_RUNS)}.",
+    )
+    parser.add_argument(
+        "--no-ray", action="store_true", help="Skip the Ray cache build and the memory table."
+    )
     parser.add_argument("--output", type=Path, default=None, help="Markdown file to update.")
     return parser.parse_args(argv)
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
     args = parse_args(argv)
+    engines = [name.strip() for name in args.engines.split(",") if name.strip()]
+    unknown = sorted(set(engines) - set(ENGINE_RUNS))
+    if unknown:
+        raise SystemExit(f"Unknown --engines {unknown}; choose from {list(ENGINE_RUNS)}.")
     args.work.mkdir(parents=True, exist_ok=True)
     model = grown_pipeline(args.work, args.steps, args.entities)
     corpus = write_corpus(args.work, args.docs)
@@ -253,11 +281,12 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
         "entities": args.entities,
         "docs": args.docs,
         "shard_size": args.shard_size,
-        "cache": cache_builds(model, args.work),
-        "link": link_runs(model, corpus, one_doc, args.work, args.shard_size),
-        "memory": memory(model),
+        "cache": cache_builds(model, args.work, ray=not args.no_ray),
+        "link": link_runs(model, corpus, one_doc, args.work, args.shard_size, engines),
+        "memory": [] if args.no_ray else memory(model),
     }
-    full = args.entities >= 100_000 and args.docs >= 20000
+    full = args.entities >= 100_000 and args.docs >= 20000 and not args.no_ray
+    full = full and engines == list(ENGINE_RUNS)
     output = output_path(args.output, full, args.work)
     publish(report(results, command_line("bench.scaleout", argv)), output, HEADING)
     return results
