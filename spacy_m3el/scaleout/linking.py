@@ -93,7 +93,7 @@ class ShardLinker:
                     {"doc_id": ids[index], "record": index, "reason": failures[index]}
                 )
             else:
-                result.rows.extend(mention_rows(ids[index], linked[index], self.top_k))
+                result.rows.extend(mention_rows(ids[index], index, linked[index], self.top_k))
         result.counts = _counts(result, linked.values())
         return result
 
@@ -143,8 +143,12 @@ def _reason(err: Exception) -> str:
     return f"{type(err).__name__}: {err}" if not isinstance(err, RecordError) else str(err)
 
 
-def mention_rows(doc_id: str, doc: Doc, top_k: int) -> List[Dict[str, Any]]:
-    """One output row per entity of a linked document (see ``output.COLUMNS``)."""
+def mention_rows(doc_id: str, record: int, doc: Doc, top_k: int) -> List[Dict[str, Any]]:
+    """One output row per entity of a linked document (see ``output.COLUMNS``).
+
+    record (int): The document's record number in its input file (which tells apart
+        documents that share an ID).
+    """
     status = doc._.get(STATUS_ATTR) if doc.has_extension(STATUS_ATTR) else None
     image_status, _, image_error = (status or "").partition(": ")
     rows = []
@@ -154,6 +158,7 @@ def mention_rows(doc_id: str, doc: Doc, top_k: int) -> List[Dict[str, Any]]:
         rows.append(
             {
                 "doc_id": doc_id,
+                "record": record,
                 "start_char": ent.start_char,
                 "end_char": ent.end_char,
                 "text": ent.text,

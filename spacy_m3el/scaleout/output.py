@@ -20,6 +20,7 @@ from ..pipeline.mapped_file import save_atomically
 
 COLUMNS = (
     "doc_id",
+    "record",
     "start_char",
     "end_char",
     "text",
@@ -71,6 +72,7 @@ def _schema():
     return pa.schema(
         [
             ("doc_id", pa.string()),
+            ("record", pa.int64()),
             ("start_char", pa.int64()),
             ("end_char", pa.int64()),
             ("text", pa.string()),

@@ -39,6 +39,7 @@ def test_every_document_is_linked_once(local_links):
     rows = read_links(output)
     assert counts == ShardCounts(shards=5, docs=48, mentions=48, nil=0, unreadable_images=0)
     assert sorted(r["doc_id"] for r in rows) == sorted(f"doc{i}" for i in range(48))
+    assert all(row["doc_id"] == f"doc{row['record']}" for row in rows)
     kb_ids = {e[0] for e in ENTITIES}
     for row in rows:
         scores = [c["score"] for c in row["candidates"]]

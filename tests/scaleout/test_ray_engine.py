@@ -26,6 +26,7 @@ pytest.importorskip("ray")
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
 SETTINGS = ["--shard-size", "4", "--batch-size", "4", "--top-k", "3"]
 CACHE = Path("m3el_linker") / "entity_cache.safetensors"
+RAY_CLI = str(Path(sys.executable).parent / "ray")  # Ray's command beside this Python
 
 
 def free_port() -> int:
@@ -41,13 +42,13 @@ def ray_cluster():
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must be short
     env = dict(os.environ, **RAY_ENV)
     subprocess.run(
-        ["ray", "start", "--head", "--num-cpus=2", "--node-ip-address=127.0.0.1",
+        [RAY_CLI, "start", "--head", "--num-cpus=2", "--node-ip-address=127.0.0.1",
          f"--port={port}", "--include-dashboard=false", "--disable-usage-stats",
          f"--temp-dir={temp}"],
         check=True, env=env, capture_output=True,
     )  # fmt: skip
     yield f"127.0.0.1:{port}"
-    subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True)
+    subprocess.run([RAY_CLI, "stop", "--force"], env=env, capture_output=True)
     shutil.rmtree(temp, ignore_errors=True)
 
 
