@@ -19,6 +19,7 @@ from .images import copy_image
 from .pipeline.entity_index import alias_evidence
 from .pipeline.gold import GOLD_OK, reference_gold
 from .pipeline.linker import M3ELLinker
+from .pipeline.ranking import score_all
 from .readers import read_examples
 from .scoring import PAPER_HITS, rank_of_gold, ranking_metrics, score_end_to_end, score_linker
 
@@ -116,10 +117,15 @@ def rank_all_entities(
         batch = spans[start : start + batch_size]
         images, image_statuses = linker.load_images([span.doc for span in batch])
         result.statuses.update((status or "unused").split(":")[0] for status in image_statuses)
-        scores = linker.score_all_entities(batch, images, entity_chunk_size, cache=cache)
+        if decision is not None and decision.unit_weights:  # the units' scores too
+            mentions = linker.encode_mentions(batch, images)
+            scores, unit_scores = score_all(linker.model, mentions, cache, entity_chunk_size, True)
+        else:
+            scores = linker.score_all_entities(batch, images, entity_chunk_size, cache=cache)
+            unit_scores = [None] * len(batch)
         aliases = linker.get_candidates_batch(linker.kb, batch)
         golds = gold_ids[start : start + batch_size]
-        for row, gold, candidates, span in zip(scores, golds, aliases, batch):
+        for row, gold, candidates, span, units in zip(scores, golds, aliases, batch, unit_scores):
             result.ranks.append(rank_of_gold(row, cache.rows[gold]))
             result.top.append(cache.kb_ids[int(numpy.argmax(row))])
             if decision is None or decision.is_pure_ranking:
@@ -130,7 +136,7 @@ def rank_all_entities(
             priors[list(alias_priors)] = list(alias_priors.values())
             fuzzy = numpy.zeros(len(cache), dtype=bool)
             fuzzy[list(fuzzy_rows)] = True
-            combined = decision.combine(row, priors, fuzzy)
+            combined = decision.combine(row, priors, fuzzy, units)
             result.decided.append(rank_of_gold(combined, cache.rows[gold]))
     linker.index.forget_exact()
     return result

@@ -78,6 +78,11 @@ def add_fit_decision_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", type=Path, help="Dev .spacy file with gold entities and images.")
     parser.add_argument("--output", type=Path, default=None, help="Save here instead.")
     parser.add_argument("--component", default=None, help="Name of the m3el_linker (if several).")
+    parser.add_argument(
+        "--single-score",
+        action="store_true",
+        help="One weight for the model's overall score instead of one per matching unit.",
+    )
 
 
 def load_linker(model: Path, component: Optional[str]):
@@ -103,13 +108,18 @@ def run_fit_decision(args: argparse.Namespace) -> int:
         return float(linker.score(examples)["nel_hits@1"])
 
     before = dev_hits()
-    decision = linker.fit_decision(examples)
+    decision = linker.fit_decision(examples, per_unit=not args.single_score)
     after = dev_hits()
     output = args.output or args.model
     nlp.to_disk(output)
     print(
-        f"Linking decision fitted on {decision.fitted_on} dev mentions: score weight "
-        f"{decision.score_weight:.3f}, alias weight {decision.alias_weight:.3f}, prior "
+        f"Linking decision fitted on {decision.fitted_on} dev mentions: "
+        + (
+            ", ".join(f"{unit} weight {w:.3f}" for unit, w in decision.unit_weights)
+            if decision.unit_weights
+            else f"score weight {decision.score_weight:.3f}"
+        )
+        + f", alias weight {decision.alias_weight:.3f}, prior "
         f"weight {decision.prior_weight:.3f}. Dev Hits@1 over the candidates "
         f"{before * 100:.2f}% -> {after * 100:.2f}%. Saved to {output}."
     )

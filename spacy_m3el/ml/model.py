@@ -229,6 +229,21 @@ class M3ELModel(Model):
             entity_index=_index(entity_index),
         )
 
+    def unit_scores(
+        self, mentions: SideArrays, entities: SideArrays, entity_index: Optional[numpy.ndarray]
+    ) -> Tuple[numpy.ndarray, numpy.ndarray]:
+        """The overall score [n, C] and each enabled unit's score [n, C, units] (in
+        ``net.units.enabled`` order); a unit that cannot score a pair (an image unit
+        without both images) gets the overall score there, so equal unit weights
+        rank as the overall score does."""
+        parts = self.score_candidates(mentions, entities, entity_index)
+        overall = parts["score"]
+        columns = [
+            numpy.where(parts[f"{unit}.ok"], parts[unit], overall)
+            for unit in self.net.units.enabled
+        ]
+        return overall, numpy.stack(columns, axis=-1)
+
     def score(
         self, mentions: SideArrays, entities: SideArrays, entity_index: Optional[numpy.ndarray]
     ) -> numpy.ndarray:

@@ -6,9 +6,9 @@ import numpy
 from spacy.training import Example
 
 from .gold import GOLD_OK, reference_gold
-from .ranking import candidate_scores
+from .ranking import candidate_score_parts
 
-Group = Tuple[numpy.ndarray, List[float], List[bool], int]
+Group = Tuple[numpy.ndarray, List[float], List[bool], int, numpy.ndarray]
 
 
 def decision_groups(linker: Any, examples: Sequence[Example], batch_size: int = 64) -> List[Group]:
@@ -18,8 +18,8 @@ def decision_groups(linker: Any, examples: Sequence[Example], batch_size: int = 
     examples (Sequence[Example]): Dev examples; their reference docs' entity spans
         carry the gold KB IDs, and images as the linker reads them.
     RETURNS (List[Group]): Per usable mention: candidate scores, alias priors (NaN for
-        candidates found by embedding similarity only), fuzzy-match flags and the
-        gold's position.
+        candidates found by embedding similarity only), fuzzy-match flags, the
+        gold's position and the candidates' unit scores ``[C, units]``.
     """
     gold = [
         (ent, kb_id)
@@ -35,10 +35,15 @@ def decision_groups(linker: Any, examples: Sequence[Example], batch_size: int = 
         images, _ = linker.load_images([span.doc for span in spans])
         mentions = linker.encode_mentions(spans, images)
         candidate_sets = linker.retrieve(spans, mentions)
-        scores = candidate_scores(linker.model, mentions, cache, candidate_sets)
-        for (_, kb_id), candidates, row_scores in zip(batch, candidate_sets, scores):
+        scores, units = candidate_score_parts(
+            linker.model, mentions, cache, candidate_sets, units=True
+        )
+        for (_, kb_id), candidates, row_scores, row_units in zip(
+            batch, candidate_sets, scores, units
+        ):
             rows = list(candidates)
             if cache.rows[kb_id] in rows:
                 priors, fuzzy = candidates.evidence()
-                groups.append((row_scores, priors, fuzzy, rows.index(cache.rows[kb_id])))
+                gold_row = rows.index(cache.rows[kb_id])
+                groups.append((row_scores, priors, fuzzy, gold_row, row_units))
     return groups

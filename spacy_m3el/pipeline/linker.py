@@ -198,13 +198,15 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
     def decision(self, decision: LinkDecision) -> None:
         self.cfg["decision"] = decision.to_dict()
 
-    def fit_decision(self, examples: Iterable[Example]) -> LinkDecision:
+    def fit_decision(self, examples: Iterable[Example], per_unit: bool = True) -> LinkDecision:
         """Fit (and keep) the combination of score and alias evidence on held-out examples.
 
         examples (Iterable[Example]): Dev examples with gold entity spans and KB IDs.
+        per_unit (bool): A weight per matching unit instead of one for the overall score.
         RETURNS (LinkDecision): The fitted decision, saved with the pipeline.
         """
-        self.decision = fit_decision(decision_groups(self, list(examples)))
+        units = self.model.net.units.enabled if per_unit else ()
+        self.decision = fit_decision(decision_groups(self, examples), units=units)
         return self.decision
 
     @property

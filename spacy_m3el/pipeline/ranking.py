@@ -54,11 +54,12 @@ def rerank(
     RETURNS (List[Ranking]): Per mention, ``(kb_id, probability)`` best first.
     """
     rankings = []
-    scores = candidate_scores(model, mentions, cache, rows_per_mention)
-    for rows, row_scores in zip(rows_per_mention, scores):
+    by_unit = decision is not None and bool(decision.unit_weights)
+    scores, unit_scores = candidate_score_parts(model, mentions, cache, rows_per_mention, by_unit)
+    for rows, row_scores, row_units in zip(rows_per_mention, scores, unit_scores):
         if decision is not None and not decision.is_pure_ranking:
             candidates = rows if isinstance(rows, CandidateSet) else CandidateSet(list(rows))
-            row_scores = decision.combine(row_scores, *candidates.evidence())
+            row_scores = decision.combine(row_scores, *candidates.evidence(), row_units)
         rankings.append(to_ranking([cache.kb_ids[row] for row in rows], row_scores))
     return rankings
 
@@ -70,35 +71,72 @@ def candidate_scores(
     rows_per_mention: Sequence[Sequence[int]],
 ) -> List[numpy.ndarray]:
     """The model's score of each mention's candidate rows (all mentions in one call)."""
+    return candidate_score_parts(model, mentions, cache, rows_per_mention)[0]
+
+
+def candidate_score_parts(
+    model: M3ELModel,
+    mentions: SideArrays,
+    cache: EntityCache,
+    rows_per_mention: Sequence[Sequence[int]],
+    units: bool = False,
+) -> Tuple[List[numpy.ndarray], List[Optional[numpy.ndarray]]]:
+    """Per mention, the model's scores of its candidate rows [C] and, with ``units``,
+    the units' scores [C, units] (``M3ELModel.unit_scores``; else None)."""
     unique_rows = sorted({row for rows in rows_per_mention for row in rows})
     if not unique_rows:
-        return [numpy.zeros(0, dtype="float32") for _ in rows_per_mention]
+        empty = [numpy.zeros(0, dtype="float32") for _ in rows_per_mention]
+        width = len(model.net.units.enabled)
+        return empty, [numpy.zeros((0, width), "float32") if units else None for _ in empty]
     local = {row: j for j, row in enumerate(unique_rows)}
     # One row of candidates per mention, padded (with entity 0) to the longest.
     width = max(len(rows) for rows in rows_per_mention)
     entity_index = numpy.zeros((len(rows_per_mention), width), dtype="int64")
     for i, rows in enumerate(rows_per_mention):
         entity_index[i, : len(rows)] = [local[row] for row in rows]
-    scores = model.score(mentions, cache.side_rows(unique_rows), entity_index)
-    return [scores[i, : len(rows)] for i, rows in enumerate(rows_per_mention)]
+    entities = cache.side_rows(unique_rows)
+    if units:
+        scores, parts = model.unit_scores(mentions, entities, entity_index)
+    else:
+        scores, parts = model.score(mentions, entities, entity_index), None
+    sizes = [len(rows) for rows in rows_per_mention]
+    return (
+        [scores[i, :n] for i, n in enumerate(sizes)],
+        [None if parts is None else parts[i, :n] for i, n in enumerate(sizes)],
+    )
 
 
 def score_all(
-    model: M3ELModel, mentions: SideArrays, cache: EntityCache, entity_chunk_size: int = 2048
-) -> numpy.ndarray:
+    model: M3ELModel,
+    mentions: SideArrays,
+    cache: EntityCache,
+    entity_chunk_size: int = 2048,
+    units: bool = False,
+):
     """Full scores of each mention against every cached entity (the papers' protocol).
 
     Entities are scored in chunks, so memory is bounded by
     ``n_mentions * entity_chunk_size`` pairs, plus the ``[n_mentions, N]`` result.
 
-    RETURNS (numpy.ndarray[n_mentions, N]): Scores, columns in ``cache.kb_ids`` order.
+    units (bool): Also return the units' scores ``[n_mentions, N, units]``
+        (``M3ELModel.unit_scores``), for a linking decision that weighs them.
+    RETURNS (numpy.ndarray[n_mentions, N]): Scores, columns in ``cache.kb_ids`` order
+        (with ``units``, a tuple of the scores and the units' scores).
     """
     n_mentions, n_entities = len(mentions[next(iter(mentions))]), len(cache)
     scores = numpy.zeros((n_mentions, n_entities), dtype="float32")
+    width = len(model.net.units.enabled)
+    unit_scores = numpy.zeros((n_mentions, n_entities, width), "float32") if units else None
     for start in range(0, n_entities, entity_chunk_size):
         rows = list(range(start, min(start + entity_chunk_size, n_entities)))
-        scores[:, start : start + len(rows)] = model.score(mentions, cache.side_rows(rows), None)
-    return scores
+        chunk = slice(start, start + len(rows))
+        if units:
+            scores[:, chunk], unit_scores[:, chunk] = model.unit_scores(
+                mentions, cache.side_rows(rows), None
+            )
+        else:
+            scores[:, chunk] = model.score(mentions, cache.side_rows(rows), None)
+    return (scores, unit_scores) if units else scores
 
 
 def to_ranking(kb_ids: Sequence[str], scores: numpy.ndarray) -> Ranking:

@@ -8,7 +8,7 @@ import spacy
 
 from spacy_m3el.pipeline.decision import LinkDecision, candidate_features, fit_decision
 
-from ..util import ENTITIES, color_image, create_kb, make_doc, make_examples, train
+from ..util import ENTITIES, color_image, create_kb, make_doc, make_examples, train, unlabeled
 
 NAN = float("nan")
 
@@ -155,3 +155,70 @@ def loaded_config(nlp):
     config = dict(nlp.config["components"]["m3el_linker"])
     config.pop("factory")
     return config
+
+
+def test_equal_unit_weights_rank_as_the_overall_score():
+    rng = numpy.random.default_rng(1)
+    units = rng.normal(size=(5, 3))
+    overall = units.mean(axis=1)
+    priors = [0.5, NAN, 0.25, NAN, NAN]
+    by_unit = LinkDecision(0.0, 0.7, 0.2, unit_weights=(("a", 1 / 3), ("b", 1 / 3), ("c", 1 / 3)))
+    single = LinkDecision(1.0, 0.7, 0.2)
+    numpy.testing.assert_allclose(
+        by_unit.combine(overall, priors, None, units), single.combine(overall, priors)
+    )
+    assert not by_unit.is_pure_ranking and by_unit.units == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="refit it"):
+        by_unit.combine(overall, priors)  # no unit scores
+    with pytest.raises(ValueError, match="refit it"):
+        by_unit.combine(overall, priors, None, units[:, :2])  # other units
+
+
+def test_fit_per_unit_trusts_the_unit_that_tells_the_gold():
+    """Unit b finds the gold, unit a is noise that dominates the mean: one score weight
+    cannot separate them, a weight per unit can."""
+    rng = numpy.random.default_rng(0)
+
+    def group():
+        informative = rng.normal(size=4) * 0.3
+        informative[0] += 1.0
+        noise = rng.normal(size=4) * 3.0
+        units = numpy.stack([noise, informative], axis=1)
+        return units.mean(axis=1), [NAN] * 4, [False] * 4, 0, units
+
+    train, test = [group() for _ in range(300)], [group() for _ in range(300)]
+    single = fit_decision(train)
+    by_unit = fit_decision(train, units=("a", "b"))
+    weights = dict(by_unit.unit_weights)
+    assert weights["b"] > 5 * abs(weights["a"]) and by_unit.score_weight == 0.0
+
+    def hits(decision):
+        return numpy.mean([numpy.argmax(decision.combine(*g[:3], g[4])) == 0 for g in test])
+
+    assert hits(by_unit) > hits(single) + 0.2
+
+
+def test_unit_weights_survive_the_cfg_and_old_settings_still_load():
+    decision = LinkDecision(0.0, 0.5, -0.25, 0.1, 12, (("text", 0.4), ("image", 0.7)))
+    assert LinkDecision.from_dict(decision.to_dict()) == decision
+    old = {k: v for k, v in LinkDecision(1.2, 0.5).to_dict().items() if k != "unit_weights"}
+    assert LinkDecision.from_dict(old) == LinkDecision(1.2, 0.5)
+
+
+def test_the_linker_fits_a_weight_per_unit_and_keeps_it(look_alike_nlp, tmp_path):
+    linker = look_alike_nlp.get_pipe("m3el_linker")
+    examples = make_examples(look_alike_nlp, seed=50)
+    single = linker.fit_decision(examples, per_unit=False)
+    assert not single.unit_weights and single.score_weight != 0
+    fitted = linker.fit_decision(examples)
+    assert fitted.units == list(linker.model.net.units.enabled)
+    fresh = [unlabeled(look_alike_nlp, eg) for eg in make_examples(look_alike_nlp, seed=7)[:4]]
+    docs = list(look_alike_nlp.pipe(d.copy() for d in fresh))
+    look_alike_nlp.to_disk(tmp_path / "p")
+    loaded = spacy.load(tmp_path / "p")
+    assert loaded.get_pipe("m3el_linker").decision == fitted
+    again = list(loaded.pipe(d.copy() for d in fresh))
+    assert [e.kb_id_ for d in again for e in d.ents] == [e.kb_id_ for d in docs for e in d.ents]
+    assert [e._.m3el_candidates for d in again for e in d.ents] == [
+        e._.m3el_candidates for d in docs for e in d.ents
+    ]
