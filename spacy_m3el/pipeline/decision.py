@@ -4,8 +4,8 @@ Stage 1 proposes two kinds of candidates: entities that the KB lists under
 the mention's name (with a prior probability) and entities that are only
 near the mention in the model's embedding space. The model's score alone
 treats them alike, so in a large KB an entity with the gold's picture and
-another name can win. The decision adds the alias table's evidence with
-four weights, a conditional logit over each mention's candidates::
+another name can win. The decision adds the alias table's evidence, a
+conditional logit over each mention's candidates::
 
     combined = score_weight * score
                + alias_weight * is_alias
@@ -15,7 +15,7 @@ four weights, a conditional logit over each mention's candidates::
 where ``is_fuzzy`` marks alias candidates found under an alias within one
 edit of the mention's name rather than under the name itself.
 
-Fitted per unit (the default of :func:`fit_decision` given unit scores), the
+Fitted per unit (``fit_decision(units=...)``, the linker's default), the
 model's overall score (the mean of its matching units) is replaced by a
 weighted sum of the units' scores, ``sum_u unit_weight_u * unit_score_u``,
 with ``score_weight`` 0. In a KB crowded with same-name entities the units do
@@ -25,7 +25,7 @@ rank alike, and the fit starts there.
 
 :func:`fit_decision` fits the weights by maximum likelihood of the gold
 candidate on held-out (dev) mentions, so the probabilities reported for the
-candidates are also calibrated. With the default weights (1, 0, 0) the
+candidates are also calibrated. With the default weights (1, 0, 0, 0) the
 decision is the papers' pure ranking by the model's score; a dense candidate
 still wins when the alias table has no entry for the name (a misspelt or
 unseen mention), because then no candidate gets the alias terms.
