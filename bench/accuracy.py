@@ -128,7 +128,9 @@ def measure(pipelines: Dict[str, object], kb, dev, docs, gold, misspelt) -> Dict
     linker = mined.get_pipe("m3el_linker")
     linker.fit_decision(dev, per_unit=False)
     result["mined + alias, one score weight"] = hits_at_1(mined, docs, gold)
-    result["alias_weight"] = linker.fit_decision(dev).alias_weight
+    fitted = linker.fit_decision(dev)
+    result["alias_weight"] = fitted.alias_weight
+    result["unit_weights"] = dict(fitted.unit_weights)
     baseline.get_pipe("m3el_linker").alias_evidence = False
     result["no mining, score"] = hits_at_1(baseline, docs, gold)
     linker.alias_evidence = False
@@ -194,19 +196,22 @@ def report(results: Dict[str, object], command: str) -> str:
         f"Machine: {machine()}. Command: `{command}`.",
         "",
         f"Hits@1 (%) of the demo's {results['mentions']} test mentions; tiny encoder trained "
-        f"{results['steps']} steps per model. The decision (`mined + alias` and the last two "
-        f"columns) is fitted on the {results['dev']} dev mentions linked against the same KB, "
-        "as `fit-decision` does with a pipeline's KB. Ceiling: 100 minus the share of "
+        f"{results['steps']} steps per model. The decision (`mined + alias` and the next two "
+        "columns: a weight per matching unit; `one score weight`: one for the model's "
+        f"overall score) is fitted on the {results['dev']} dev mentions linked against the "
+        "same KB, as `fit-decision` does with a pipeline's KB. Ceiling: 100 minus the share of "
         "mentions whose gold has a twin (same name and emblem) among the distractors.",
         "",
-        "| KB | entities | ceiling | " + " | ".join(VARIANTS) + " | alias weight |",
-        "|---|---|---|" + "---|" * (len(VARIANTS) + 1),
+        "| KB | entities | ceiling | " + " | ".join(VARIANTS) + " | alias weight | unit weights |",
+        "|---|---|---|" + "---|" * (len(VARIANTS) + 2),
     ]
     for row in results["rows"]:
         cells = " | ".join(f"{row[v] * 100:.2f}" for v in VARIANTS)
         lines.append(
             f"| {row['kind']} | {row['size']:,} | {row['ceiling'] * 100:.2f} | {cells} "
-            f"| {row['alias_weight']:.2f} |"
+            f"| {row['alias_weight']:.2f} | "
+            + " / ".join(f"{u} {w:.2f}" for u, w in row["unit_weights"].items())
+            + " |"
         )
     return "\n".join(lines)
 

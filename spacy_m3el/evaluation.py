@@ -117,15 +117,20 @@ def rank_all_entities(
         batch = spans[start : start + batch_size]
         images, image_statuses = linker.load_images([span.doc for span in batch])
         result.statuses.update((status or "unused").split(":")[0] for status in image_statuses)
-        if decision is not None and decision.unit_weights:  # the units' scores too
+        if decision is not None and decision.unit_weights:  # the units' part too
+            decision.check_units(linker.model.net.units.enabled)
             mentions = linker.encode_mentions(batch, images)
-            scores, unit_scores = score_all(linker.model, mentions, cache, entity_chunk_size, True)
+            scores, unit_terms = score_all(
+                linker.model, mentions, cache, entity_chunk_size, decision.unit_vector
+            )
         else:
             scores = linker.score_all_entities(batch, images, entity_chunk_size, cache=cache)
-            unit_scores = [None] * len(batch)
+            unit_terms = [None] * len(batch)
         aliases = linker.get_candidates_batch(linker.kb, batch)
         golds = gold_ids[start : start + batch_size]
-        for row, gold, candidates, span, units in zip(scores, golds, aliases, batch, unit_scores):
+        for row, gold, candidates, span, unit_term in zip(
+            scores, golds, aliases, batch, unit_terms
+        ):
             result.ranks.append(rank_of_gold(row, cache.rows[gold]))
             result.top.append(cache.kb_ids[int(numpy.argmax(row))])
             if decision is None or decision.is_pure_ranking:
@@ -136,7 +141,7 @@ def rank_all_entities(
             priors[list(alias_priors)] = list(alias_priors.values())
             fuzzy = numpy.zeros(len(cache), dtype=bool)
             fuzzy[list(fuzzy_rows)] = True
-            combined = decision.combine(row, priors, fuzzy, units)
+            combined = decision.combine_terms(row, priors, fuzzy, unit_term)
             result.decided.append(rank_of_gold(combined, cache.rows[gold]))
     linker.index.forget_exact()
     return result

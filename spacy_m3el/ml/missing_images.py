@@ -127,3 +127,20 @@ class UnitCombination(nn.Module):
                 total = total + scores[unit] * ok
                 count = count + ok
         return torch.where(count > 0, total / count.clamp(min=1), torch.zeros_like(total))
+
+    def columns(
+        self, scores: Dict[str, torch.Tensor], available: Dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """Per unit, the value the overall score averages ([..., units]; their mean is
+        :meth:`forward`): calibrated, the unit's calibrated score or its learned absent
+        score; else the unit's score where available and the overall score where not."""
+        overall = self(scores, available)
+        columns = []
+        for i, unit in enumerate(self.units):
+            ok = available[unit].to(overall.dtype)
+            if self.calibrated:
+                value = (self.scale[i] * scores[unit] + self.bias[i]) * ok
+                columns.append(value + self.absent[i] * (1 - ok))
+            else:
+                columns.append(scores[unit] * ok + overall * (1 - ok))
+        return torch.stack(columns, dim=-1)

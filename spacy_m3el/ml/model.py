@@ -211,12 +211,17 @@ class M3ELModel(Model):
         return self._call(M3ELNet.encode, role=role, features=features)
 
     def score_candidates(
-        self, mentions: SideArrays, entities: SideArrays, entity_index: Optional[numpy.ndarray]
+        self,
+        mentions: SideArrays,
+        entities: SideArrays,
+        entity_index: Optional[numpy.ndarray],
+        columns: bool = False,
     ) -> Dict[str, numpy.ndarray]:
         """Every part of the score of mention i against the entities ``entity_index[i]``.
 
         entity_index (Optional[numpy.ndarray[n, C]]): Rows of ``entities`` to score per
             mention; None scores every mention against every row.
+        columns (bool): Also ``"columns"`` [n, C, units] (see :meth:`unit_scores`).
         RETURNS (Dict[str, numpy.ndarray[n, C]]): ``"score"``, one entry per
             enabled unit and ``"<unit>.ok"`` availability masks.
         """
@@ -227,22 +232,19 @@ class M3ELModel(Model):
             mentions=mentions,
             entities=entities,
             entity_index=_index(entity_index),
+            columns=columns,
         )
 
     def unit_scores(
         self, mentions: SideArrays, entities: SideArrays, entity_index: Optional[numpy.ndarray]
     ) -> Tuple[numpy.ndarray, numpy.ndarray]:
-        """The overall score [n, C] and each enabled unit's score [n, C, units] (in
-        ``net.units.enabled`` order); a unit that cannot score a pair (an image unit
-        without both images) gets the overall score there, so equal unit weights
-        rank as the overall score does."""
-        parts = self.score_candidates(mentions, entities, entity_index)
-        overall = parts["score"]
-        columns = [
-            numpy.where(parts[f"{unit}.ok"], parts[unit], overall)
-            for unit in self.net.units.enabled
-        ]
-        return overall, numpy.stack(columns, axis=-1)
+        """The overall score [n, C] and, per enabled unit (``net.units.enabled`` order),
+        the value that score averages [n, C, units]: the unit's score (calibrated, with
+        the "calibrated" image-less policy), or where the unit cannot score the pair the
+        overall score (its learned absent score when calibrated). Equal unit weights
+        therefore rank as the overall score does."""
+        parts = self.score_candidates(mentions, entities, entity_index, columns=True)
+        return parts["score"], parts["columns"]
 
     def score(
         self, mentions: SideArrays, entities: SideArrays, entity_index: Optional[numpy.ndarray]

@@ -204,7 +204,11 @@ class M3ELNet(nn.Module):
     # Scores ----------------------------------------------------------------
 
     def score_candidates(
-        self, mentions: Side, entities: Side, entity_index: Optional[torch.Tensor]
+        self,
+        mentions: Side,
+        entities: Side,
+        entity_index: Optional[torch.Tensor],
+        columns: bool = False,
     ) -> Dict[str, torch.Tensor]:
         """Scores of each mention i against the entities ``entity_index[i]``.
 
@@ -212,9 +216,11 @@ class M3ELNet(nn.Module):
             mention; None scores every mention against every row (C = all rows), without
             gathering copies of the entities.
         RETURNS (Dict[str, Tensor[n, C]]): one entry per enabled unit, ``"<unit>.ok"``
-            availability masks for image units, and the overall ``"score"``
+            availability masks for image units, the overall ``"score"``
             (``UnitCombination``: the mean of the units available for each pair,
-            or with the "calibrated" policy the calibrated mean over all units).
+            or with the "calibrated" policy the calibrated mean over all units) and,
+            with ``columns``, ``"columns"`` [n, C, units]: the per-unit values that
+            score averages (``UnitCombination.columns``).
         """
         both_images = mentions[HAS_IMAGE].unsqueeze(1) & take_rows(
             entities[HAS_IMAGE], entity_index
@@ -226,9 +232,10 @@ class M3ELNet(nn.Module):
             scores[f"{unit}.ok"] = (
                 both_images if unit in IMAGE_UNITS else torch.ones_like(both_images)
             )
-        scores["score"] = self.combine(
-            scores, {unit: scores[f"{unit}.ok"] for unit in self.units.enabled}
-        )
+        available = {unit: scores[f"{unit}.ok"] for unit in self.units.enabled}
+        scores["score"] = self.combine(scores, available)
+        if columns:
+            scores["columns"] = self.combine.columns(scores, available)
         return scores
 
     def bi_encoder_score(

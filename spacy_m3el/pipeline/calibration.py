@@ -1,6 +1,6 @@
 """Dev data for fitting the linking decision: each mention's candidates, scores and gold."""
 
-from typing import Any, List, Sequence, Tuple
+from typing import Any, Iterable, List, Optional, Tuple
 
 import numpy
 from spacy.training import Example
@@ -8,18 +8,21 @@ from spacy.training import Example
 from .gold import GOLD_OK, reference_gold
 from .ranking import candidate_score_parts
 
-Group = Tuple[numpy.ndarray, List[float], List[bool], int, numpy.ndarray]
+Group = Tuple[numpy.ndarray, List[float], List[bool], int, Optional[numpy.ndarray]]
 
 
-def decision_groups(linker: Any, examples: Sequence[Example], batch_size: int = 64) -> List[Group]:
+def decision_groups(
+    linker: Any, examples: Iterable[Example], batch_size: int = 64, units: bool = True
+) -> List[Group]:
     """Stage 1 and the model's scores for every gold mention whose gold is among its candidates.
 
     linker (M3ELLinker): The trained component (its KB, model and stage-1 settings).
-    examples (Sequence[Example]): Dev examples; their reference docs' entity spans
+    examples (Iterable[Example]): Dev examples; their reference docs' entity spans
         carry the gold KB IDs, and images as the linker reads them.
     RETURNS (List[Group]): Per usable mention: candidate scores, alias priors (NaN for
         candidates found by embedding similarity only), fuzzy-match flags, the
-        gold's position and the candidates' unit scores ``[C, units]``.
+        gold's position and the candidates' unit scores ``[C, units]`` (None without
+        ``units``).
     """
     gold = [
         (ent, kb_id)
@@ -36,7 +39,7 @@ def decision_groups(linker: Any, examples: Sequence[Example], batch_size: int = 
         mentions = linker.encode_mentions(spans, images)
         candidate_sets = linker.retrieve(spans, mentions)
         scores, units = candidate_score_parts(
-            linker.model, mentions, cache, candidate_sets, units=True
+            linker.model, mentions, cache, candidate_sets, units=units
         )
         for (_, kb_id), candidates, row_scores, row_units in zip(
             batch, candidate_sets, scores, units

@@ -70,15 +70,39 @@ class LinkDecision:
             (``M3ELModel.unit_scores``), needed when the decision has unit weights.
         RETURNS (numpy.ndarray[C]): float64 combined scores.
         """
-        combined = candidate_features(scores, alias_priors, fuzzy) @ self.weights
+        unit_term = None
         if self.unit_weights:
             if unit_scores is None or unit_scores.shape[-1] != len(self.unit_weights):
                 raise ValueError(
                     f"This linking decision weighs the units {self.units} and needs their "
                     "scores; refit it (fit-decision) if the model's units changed."
                 )
-            combined = combined + unit_scores.astype("float64") @ self.unit_vector
+            unit_term = unit_scores.astype("float64") @ self.unit_vector
+        return self.combine_terms(scores, alias_priors, fuzzy, unit_term)
+
+    def combine_terms(
+        self,
+        scores: numpy.ndarray,
+        alias_priors: Sequence[float],
+        fuzzy: Optional[Sequence[bool]],
+        unit_term: Optional[numpy.ndarray],
+    ) -> numpy.ndarray:
+        """:meth:`combine` with the units' part already summed (``unit_scores @
+        unit_vector``, [C]; None without unit weights), as a chunked scorer keeps it."""
+        combined = candidate_features(scores, alias_priors, fuzzy) @ self.weights
+        if self.unit_weights:
+            if unit_term is None:
+                raise ValueError(f"This linking decision needs the scores of {self.units}.")
+            combined = combined + unit_term
         return combined
+
+    def check_units(self, units: Sequence[str]) -> None:
+        """RAISES (ValueError): The decision weighs other units than the model's ``units``."""
+        if self.unit_weights and self.units != list(units):
+            raise ValueError(
+                f"The linking decision was fitted for the units {self.units}, the model has "
+                f"{list(units)}: refit it (python -m spacy_m3el fit-decision)."
+            )
 
     @property
     def units(self) -> List[str]:

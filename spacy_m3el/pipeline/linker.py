@@ -206,7 +206,7 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
         RETURNS (LinkDecision): The fitted decision, saved with the pipeline.
         """
         units = self.model.net.units.enabled if per_unit else ()
-        self.decision = fit_decision(decision_groups(self, examples), units=units)
+        self.decision = fit_decision(decision_groups(self, examples, units=per_unit), units=units)
         return self.decision
 
     @property

@@ -55,6 +55,8 @@ def rerank(
     """
     rankings = []
     by_unit = decision is not None and bool(decision.unit_weights)
+    if by_unit:
+        decision.check_units(model.net.units.enabled)
     scores, unit_scores = candidate_score_parts(model, mentions, cache, rows_per_mention, by_unit)
     for rows, row_scores, row_units in zip(rows_per_mention, scores, unit_scores):
         if decision is not None and not decision.is_pure_ranking:
@@ -111,32 +113,32 @@ def score_all(
     mentions: SideArrays,
     cache: EntityCache,
     entity_chunk_size: int = 2048,
-    units: bool = False,
+    unit_weights: Optional[numpy.ndarray] = None,
 ):
     """Full scores of each mention against every cached entity (the papers' protocol).
 
     Entities are scored in chunks, so memory is bounded by
     ``n_mentions * entity_chunk_size`` pairs, plus the ``[n_mentions, N]`` result.
 
-    units (bool): Also return the units' scores ``[n_mentions, N, units]``
-        (``M3ELModel.unit_scores``), for a linking decision that weighs them.
+    unit_weights (Optional[numpy.ndarray[units]]): Also return the units' scores
+        weighted and summed (``M3ELModel.unit_scores @ unit_weights``), chunk by chunk,
+        for a linking decision that weighs the units.
     RETURNS (numpy.ndarray[n_mentions, N]): Scores, columns in ``cache.kb_ids`` order
-        (with ``units``, a tuple of the scores and the units' scores).
+        (with ``unit_weights``, a tuple of the scores and the weighted unit sums).
     """
     n_mentions, n_entities = len(mentions[next(iter(mentions))]), len(cache)
     scores = numpy.zeros((n_mentions, n_entities), dtype="float32")
-    width = len(model.net.units.enabled)
-    unit_scores = numpy.zeros((n_mentions, n_entities, width), "float32") if units else None
+    by_unit = unit_weights is not None
+    unit_term = numpy.zeros((n_mentions, n_entities), "float64") if by_unit else None
     for start in range(0, n_entities, entity_chunk_size):
         rows = list(range(start, min(start + entity_chunk_size, n_entities)))
         chunk = slice(start, start + len(rows))
-        if units:
-            scores[:, chunk], unit_scores[:, chunk] = model.unit_scores(
-                mentions, cache.side_rows(rows), None
-            )
+        if by_unit:
+            scores[:, chunk], columns = model.unit_scores(mentions, cache.side_rows(rows), None)
+            unit_term[:, chunk] = columns.astype("float64") @ unit_weights
         else:
             scores[:, chunk] = model.score(mentions, cache.side_rows(rows), None)
-    return (scores, unit_scores) if units else scores
+    return (scores, unit_term) if by_unit else scores
 
 
 def to_ranking(kb_ids: Sequence[str], scores: numpy.ndarray) -> Ranking:

@@ -163,3 +163,21 @@ def test_the_policy_is_part_of_the_entity_cache_fingerprint(encoder):
 
     mask, black = make_net(encoder, "mask"), make_net(encoder, "black")
     assert M3ELModel(mask).fingerprint() != M3ELModel(black).fingerprint()
+
+
+@pytest.mark.parametrize("policy", MISSING_IMAGE_POLICIES)
+def test_unit_columns_average_to_the_overall_score(encoder, policy):
+    """What the linking decision weighs per unit: equal weights give the overall score,
+    also where a unit cannot score the pair (mask) and with calibrated units."""
+    net = make_net(encoder, policy)
+    if policy == "calibrated":  # move the calibration away from its identity start
+        with torch.no_grad():
+            for parameter in (net.combine.scale, net.combine.bias, net.combine.absent):
+                parameter.add_(torch.linspace(-0.5, 0.7, len(parameter)))
+    with torch.no_grad():
+        mentions = net.encode("mention", features(net.encoder, TEXTS[:2], (True, False)))
+        entities = net.encode("entity", features(net.encoder, TEXTS, (True, True, False, True)))
+        index = torch.arange(len(TEXTS)).expand(2, len(TEXTS))
+        scores = net.score_candidates(mentions, entities, index, columns=True)
+    assert scores["columns"].shape == (2, len(TEXTS), len(net.units.enabled))
+    torch.testing.assert_close(scores["columns"].mean(-1), scores["score"])

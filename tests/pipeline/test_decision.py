@@ -222,3 +222,17 @@ def test_the_linker_fits_a_weight_per_unit_and_keeps_it(look_alike_nlp, tmp_path
     assert [e._.m3el_candidates for d in again for e in d.ents] == [
         e._.m3el_candidates for d in docs for e in d.ents
     ]
+
+
+def test_a_decision_fitted_for_other_units_is_refused(look_alike_nlp):
+    import dataclasses
+
+    linker = look_alike_nlp.get_pipe("m3el_linker")
+    fitted = linker.fit_decision(make_examples(look_alike_nlp, seed=50))
+    linker.decision = dataclasses.replace(fitted, unit_weights=tuple(reversed(fitted.unit_weights)))
+    doc = unlabeled(look_alike_nlp, make_examples(look_alike_nlp, seed=7)[0])
+    try:
+        with pytest.raises(ValueError, match="fitted for the units .*refit it"):
+            look_alike_nlp(doc)
+    finally:
+        linker.decision = fitted
