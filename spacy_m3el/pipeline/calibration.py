@@ -1,10 +1,11 @@
-"""Dev data for fitting the linking decision: each mention's candidates, scores and gold."""
+"""Fitting the linking decision on dev data: each mention's candidates, scores and gold."""
 
 from typing import Any, Iterable, List, Optional, Tuple
 
 import numpy
 from spacy.training import Example
 
+from .decision import LinkDecision, fit_decision
 from .gold import GOLD_OK, reference_gold
 from .ranking import candidate_score_parts
 
@@ -50,3 +51,10 @@ def decision_groups(
                 gold_row = rows.index(cache.rows[kb_id])
                 groups.append((row_scores, priors, fuzzy, gold_row, row_units))
     return groups
+
+
+def fitted_decision(linker: Any, examples: Iterable[Example], per_unit: bool) -> LinkDecision:
+    """The decision fitted on dev examples: a weight per matching unit of the linker's
+    model (``per_unit``) or one for its overall score, plus the alias evidence."""
+    units = linker.model.net.units.enabled if per_unit else ()
+    return fit_decision(decision_groups(linker, examples, units=per_unit), units=units)

@@ -105,13 +105,9 @@ class EntityIndex:
         Checking a loaded cache hashes the weights and the KB, which is cheap
         next to encoding the KB; while neither changes it is not repeated.
         """
-        key = self._current_key(kb)
-        if self._cache is not None and self._key == key:
+        if self.has_current_cache(kb):
             return self._cache
         model_fp, kb_fp = self.model.fingerprint(), kb.fingerprint()
-        if self._cache is not None and self._cache.matches(model_fp, kb_fp, self.precision):
-            self._key = key
-            return self._cache
         if self._cache is not None and self._key is None:
             if self._cache.precision != self.precision:
                 stale = (
@@ -127,7 +123,7 @@ class EntityIndex:
                 stale,
             )
         self._cache = self.build(kb, model_fp, kb_fp)
-        self._key = key
+        self._key = self._current_key(kb)
         return self._cache
 
     def build(

@@ -23,8 +23,8 @@ from ..images import install_image_extension
 from ..kb import NIL, MultimodalKB
 from ..ml.model import M3ELModel
 from ..ml.sides import SideArrays
-from .calibration import decision_groups
-from .decision import LinkDecision, fit_decision
+from .calibration import fitted_decision
+from .decision import LinkDecision
 from .entity_cache import EntityCache
 from .entity_index import CACHE_FILE, EntityIndex, retrieve_candidates
 from .gold import check_gold_sample
@@ -205,8 +205,7 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
         per_unit (bool): A weight per matching unit instead of one for the overall score.
         RETURNS (LinkDecision): The fitted decision, saved with the pipeline.
         """
-        units = self.model.net.units.enabled if per_unit else ()
-        self.decision = fit_decision(decision_groups(self, examples, units=per_unit), units=units)
+        self.decision = fitted_decision(self, examples, per_unit)
         return self.decision
 
     @property

@@ -15,7 +15,8 @@ from typing import Any, Dict, List, Optional
 import numpy
 
 from ..pipeline.entity_cache import EntityCache, concat_stored
-from .ray_engine import actor_pool, import_ray, init_ray, ray_rows, worker_linker
+from .linking import load_pipeline
+from .ray_engine import actor_pool, import_ray, init_ray, ray_rows
 
 logger = logging.getLogger("spacy_m3el")
 RUNS_PER_WORKER = 4  # more runs than workers, so a slow or restarted actor delays less
@@ -33,7 +34,7 @@ class CacheShardEncoder:
     """A Ray Data actor: loads the pipeline once, encodes runs of KB records."""
 
     def __init__(self, model: str, component: Optional[str], use_gpu: bool):
-        _, self.linker = worker_linker(model, component, use_gpu)
+        _, self.linker = load_pipeline(model, component, use_gpu)
         self.records = list(self.linker.kb.records())
         self.fingerprints = f"{self.linker.model.fingerprint()}/{self.linker.kb.fingerprint()}"
 

@@ -200,17 +200,24 @@ def timed_link(linker: ShardLinker, shard: InputShard) -> Tuple[ShardResult, flo
     return result, time.perf_counter() - start
 
 
-def load_shard_linker(
-    model: Path, component: Optional[str], **settings: Any
-) -> Tuple[ShardLinker, Any]:
-    """Load a pipeline and its linker; a ShardLinker over it, and the linker component."""
+def load_pipeline(model: Any, component: Optional[str], use_gpu: bool = False) -> Tuple[Any, Any]:
+    """A saved pipeline (on the GPU if asked) and its m3el_linker."""
     import spacy
 
     from ..evaluation import find_linker
 
+    if use_gpu:
+        spacy.require_gpu()
+    nlp = spacy.load(model)
+    return nlp, find_linker(nlp, component)
+
+
+def load_shard_linker(
+    model: Path, component: Optional[str], **settings: Any
+) -> Tuple[ShardLinker, Any]:
+    """Load a pipeline and its linker; a ShardLinker over it, and the linker component."""
     if settings.get("n_process", 1) > 1:
         # Set before a fast tokenizer runs, else each forked child warns about it.
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    nlp = spacy.load(model)
-    linker = find_linker(nlp, component)
+    nlp, linker = load_pipeline(model, component)
     return ShardLinker(nlp, linker.name, **settings), linker

@@ -22,12 +22,12 @@ import os
 import shutil
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List
 
 import numpy
 
 from .engines import CorpusJob, Progress
-from .linking import ShardFailed, ShardLinker, load_shard_linker, timed_link
+from .linking import ShardFailed, ShardLinker, load_pipeline, timed_link
 from .output import ShardCounts, write_shard
 from .records import InputShard
 
@@ -73,18 +73,6 @@ def init_ray(workers: int) -> None:
     context.max_errored_blocks = -1
 
 
-def worker_linker(model: str, component: Any, use_gpu: bool) -> Tuple[Any, Any]:
-    """In a Ray actor: the pipeline and its linker (on the GPU if asked)."""
-    import spacy
-
-    from ..evaluation import find_linker
-
-    if use_gpu:
-        spacy.require_gpu()
-    nlp = spacy.load(model)
-    return nlp, find_linker(nlp, component)
-
-
 def count_attempt(output: Path, name: str) -> int:
     """Count one more attempt at a shard (in ``<output>/.attempts/``); the count so far."""
     folder = output / ATTEMPTS_DIR
@@ -106,7 +94,7 @@ class ShardActor:
     def __init__(self, model: str, component: Any, output: str, settings: Dict[str, Any]):
         settings = dict(settings)
         self.max_attempts = settings.pop("max_attempts")
-        nlp, linker = worker_linker(model, component, settings.pop("use_gpu"))
+        nlp, linker = load_pipeline(model, component, settings.pop("use_gpu"))
         self.linker = ShardLinker(nlp, linker.name, **settings)
         self.output = Path(output)
 
@@ -138,7 +126,7 @@ class ShardActor:
 def check_saved_cache(model: Path, component: Any) -> None:
     """Raise a ValueError unless the pipeline folder holds a current entity cache (else
     every actor would encode the whole KB itself)."""
-    _, linker = load_shard_linker(model, component)
+    _, linker = load_pipeline(model, component)
     if not linker.index.has_current_cache(linker.kb):
         raise ValueError(
             f"{model} has no current entity cache, so every Ray worker would encode the "
