@@ -56,6 +56,8 @@ setup(
             f"spacy_m3el.CLIPEncoder.v1 = {REGISTRATIONS}:build_clip_encoder_v1",
             f"spacy_m3el.CLIPVisionEncoder.v1 = {REGISTRATIONS}:build_clip_vision_encoder_v1",
             f"spacy_m3el.AttentionAlignment.v1 = {REGISTRATIONS}:build_attention_alignment_v1",
+            f"spacy_m3el.OTAlignment.v1 = {REGISTRATIONS}:build_ot_alignment_v1",
+            f"spacy_m3el.ImageJitter.v1 = {REGISTRATIONS}:build_image_jitter_v1",
             f"spacy_m3el.EmptyKB.v1 = {REGISTRATIONS}:create_empty_kb_v1",
             f"spacy_m3el.KBFromFile.v1 = {REGISTRATIONS}:create_kb_from_file_v1",
             f"spacy_m3el.AliasCandidates.v1 = {REGISTRATIONS}:create_alias_candidates_v1",

@@ -79,6 +79,7 @@ DEFAULT_MODEL = Config().from_str(DEFAULT_MODEL_CONFIG)["model"]
         "n_mined_negatives": 3,
         "image_swap_negatives": False,
         "n_kb_mentions": 0,
+        "kb_mention_jitter": {"@misc": "spacy_m3el.ImageJitter.v1"},
         "mining_refresh": 100,
         "alias_evidence": True,
         "get_candidates_batch": {"@misc": "spacy_m3el.AliasCandidatesBatch.v2"},
@@ -117,6 +118,7 @@ def make_m3el_linker(
     n_mined_negatives: int,
     image_swap_negatives: bool,
     n_kb_mentions: int,
+    kb_mention_jitter: Optional[Callable],
     mining_refresh: int,
     alias_evidence: bool,
     get_candidates_batch: Callable,
@@ -147,6 +149,7 @@ def make_m3el_linker(
         n_mined_negatives=n_mined_negatives,
         image_swap_negatives=image_swap_negatives,
         n_kb_mentions=n_kb_mentions,
+        kb_mention_jitter=kb_mention_jitter,
         mining_refresh=mining_refresh,
         alias_evidence=alias_evidence,
         get_candidates_batch=get_candidates_batch,
@@ -351,6 +354,20 @@ def warn_moved_to_misc(function: str, section: str) -> None:
         FutureWarning,
         stacklevel=2,
     )
+
+
+@registry.misc("spacy_m3el.ImageJitter.v1")
+def build_image_jitter_v1(
+    scale_range: Iterable[float] = (0.8, 1.2), max_shift: float = 0.1, noise: float = 0.04
+) -> Callable:
+    """Random zoom (factor in ``scale_range``), shift (up to ``max_shift`` of the side) and
+    Gaussian noise (``noise`` of the intensity range) for training images."""
+    from .ml.augment import ImageJitter
+
+    scale = tuple(float(value) for value in scale_range)
+    if len(scale) != 2:
+        raise ValueError(f"ImageJitter scale_range must be [low, high], got {list(scale)}.")
+    return ImageJitter((scale[0], scale[1]), float(max_shift), float(noise))
 
 
 @registry.misc("spacy_m3el.EmptyKB.v1")

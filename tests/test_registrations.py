@@ -53,6 +53,8 @@ EXPECTED_NAMES = {
         "spacy_m3el.CLIPEncoder.v1",
         "spacy_m3el.CLIPVisionEncoder.v1",
         "spacy_m3el.AttentionAlignment.v1",
+        "spacy_m3el.OTAlignment.v1",
+        "spacy_m3el.ImageJitter.v1",
         "spacy_m3el.EmptyKB.v1",
         "spacy_m3el.KBFromFile.v1",
         "spacy_m3el.AliasCandidates.v1",

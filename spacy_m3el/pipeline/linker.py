@@ -82,6 +82,9 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
         image, drawn at random) as mentions of themselves: the name as the text, one of
         their images as the photo. Entities that no training mention names then get
         positives too, not only negatives.
+    kb_mention_jitter (Optional[Callable]): Zoom, shift and noise for the KB mentions'
+        images (``spacy_m3el.ImageJitter.v1``), so the model does not learn to match
+        identical pixels; None shows them as they are.
     alias_evidence (bool): Combine the model's score with the alias table's
         evidence as fitted by ``fit_decision`` (False: rank by the model's score).
     get_candidates_batch (Callable): ``(kb, spans) -> candidates per span``.
@@ -118,6 +121,7 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
         n_mined_negatives: int = 0,
         image_swap_negatives: bool = False,
         n_kb_mentions: int = 0,
+        kb_mention_jitter: Optional[Callable] = None,
         mining_refresh: int = 100,
         alias_evidence: bool = True,
         get_candidates_batch: Callable[[MultimodalKB, Iterable[Span]], Iterable[Iterable[Any]]],
@@ -174,6 +178,7 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
         self.miner = NegativeMiner(self.index, n_mined_negatives, mining_refresh)
         self.image_swap_negatives = image_swap_negatives
         self.n_kb_mentions = n_kb_mentions
+        self.kb_mention_jitter = kb_mention_jitter
         self.skipped_missing_gold = 0
         self.prepared = PreparedExamples()
         install_image_extension(image_attr)
@@ -245,8 +250,7 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
         """Load the KB and the pretrained encoder weights; build the image store.
 
         get_examples (Callable[[], Iterable[Example]]): Training examples (a sample is checked).
-        nlp (Language): The pipeline.
-        kb_loader (Callable[[Vocab], MultimodalKB]): Creates the KB.
+        nlp (Language): The pipeline; kb_loader (Callable[[Vocab], MultimodalKB]): the KB.
         image_store (Optional[str]): Folder of the image store (``build_image_store``).
         image_store_corpora (Union[str, List[str], None]): ``.spacy`` files or folders
             (such as the dev corpus) whose images the store holds too.
@@ -320,8 +324,7 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
     ) -> List[List[int]]:
         """Stage 1: the entity cache rows that stage 2 reranks, per span.
 
-        spans (List[Span]): The mentions.
-        mentions (SideArrays): Their side features (:meth:`encode_mentions`).
+        mentions (SideArrays): The spans' side features (:meth:`encode_mentions`).
         cache (Optional[EntityCache]): Search this cache instead of the
             component's own (for caches built elsewhere, or benchmarks).
         RETURNS (List[List[int]]): The KB's alias candidates, then the top_k
@@ -363,8 +366,7 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
         """Full M3EL scores of each span against every KB entity (the papers' protocol),
         in chunks of ``entity_chunk_size`` entities.
 
-        spans (List[Span]): The mentions.
-        images (List[Optional[PIL.Image]]): The image of each mention's doc.
+        images (List[Optional[PIL.Image]]): The image of each mention's doc (span).
         cache (Optional[EntityCache]): The entities' features (default: the component's
             cache; evaluation passes ``exact_entity_cache()``).
         RETURNS (numpy.ndarray[len(spans), N]): Scores, columns in ``cache.kb_ids`` order.
@@ -415,8 +417,7 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
 
         RETURNS (Dict[str, float]): The updated losses.
         """
-        if losses is None:
-            losses = {}
+        losses = {} if losses is None else losses
         losses.setdefault(self.name, 0.0)
         validate_examples(examples, "M3ELLinker.update")
         self.validate_kb()

@@ -13,6 +13,7 @@ from spacy.training import Example
 
 from ..images import copy_image, set_image
 from ..kb import MultimodalKB
+from ..ml.augment import jitter_items
 from ..ml.model import Features, M3ELModel, TrainingBatch
 from . import prefetch
 from .gold import GOLD_NOT_IN_KB, GOLD_OK, gold_status, missing_gold_message
@@ -212,6 +213,7 @@ def training_batch(
     mine: Optional[Callable[[Features], List[List[str]]]] = None,
     image_swaps: bool = False,
     batch_docs: Optional[List[Doc]] = None,
+    augment_mentions: Optional[Callable[[Features], None]] = None,
 ) -> TrainingBatch:
     """The model's inputs for a batch of gold mentions.
 
@@ -232,6 +234,8 @@ def training_batch(
         image-dependent units, which must tell them apart.
     batch_docs (Optional[List[Doc]]): Every doc of the step, in order (a text tower's
         listener checks that it received the transformer's output for these).
+    augment_mentions (Optional[Callable[[Features], None]]): Changes the featurized
+        mentions in place before anything uses them (the KB mentions' image jitter).
     RETURNS (TrainingBatch): Featurized mentions and entities and the gold columns.
     """
     alias_candidates = [list(candidates) for candidates in alias_candidates]
@@ -239,6 +243,8 @@ def training_batch(
     mention_features, mention_backprop = model.featurize_for_update(
         texts, mention_images, windows, batch_docs
     )
+    if augment_mentions is not None:
+        augment_mentions(mention_features)
     mined = mine(mention_features) if mine is not None else [[] for _ in spans]
     entity_ids = list(dict.fromkeys(gold_ids))
     for gold, candidates, hard in zip(gold_ids, alias_candidates, mined):
@@ -313,10 +319,15 @@ def component_training_batch(component: Any, examples: List[Example]) -> Optiona
         if component.model.text_tower is not None:
             component.model.text_tower.skip_batch([eg.predicted for eg in examples])
         return None
-    if component.n_kb_mentions and component.model.needs_images:
+    model, miner, jitter = component.model, component.miner, component.kb_mention_jitter
+    augment = None
+    if component.n_kb_mentions and model.needs_images:
         kb_spans, kb_ids = kb_mentions(component, component.n_kb_mentions)
+        if jitter is not None and kb_spans:
+            items = range(len(spans), len(spans) + len(kb_spans))
+            std = model.image_processor.image_std
+            augment = partial(jitter_items, items=items, jitter=jitter, pixel_std=std)
         spans, gold_ids = spans + kb_spans, gold_ids + kb_ids
-    model, miner = component.model, component.miner
 
     def mine(mention_features: Features) -> List[List[str]]:
         mentions = model.encode_features("mention", mention_features)
@@ -337,6 +348,7 @@ def component_training_batch(component: Any, examples: List[Example]) -> Optiona
         mine=mine if miner.enabled else None,
         image_swaps=component.image_swap_negatives,
         batch_docs=[eg.predicted for eg in examples],
+        augment_mentions=augment,
     )
 
 

@@ -132,3 +132,28 @@ def test_gold_entities_are_copied_whether_or_not_the_tokens_align(build_nlp):
         results.append(([(s.start_char, s.end_char, s.label_) for s in spans], ids))
     assert results[0] == results[1]
     assert results[0][1] == [eg.reference.ents[0].kb_id_ for eg in aligned]
+
+
+def test_only_the_kb_mentions_images_are_jittered(build_nlp):
+    from spacy_m3el.pipeline.training import component_training_batch, training_examples
+
+    nlp = build_nlp(component_overrides={"n_kb_mentions": 3, "n_mined_negatives": 0})
+    linker = nlp.get_pipe("m3el_linker")
+    examples = training_examples(linker, make_examples(nlp)[:4])
+    batches = {}
+    for name, jitter in (("plain", None), ("jittered", linker.kb_mention_jitter)):
+        linker.kb_mention_jitter = jitter
+        numpy.random.seed(5)  # the same KB mentions both times
+        batches[name] = component_training_batch(linker, examples)
+    plain, jittered = (batches[k].mention_features["pixel_values"] for k in batches)
+    assert plain.shape == jittered.shape == (4 + 3,) + plain.shape[1:]
+    numpy.testing.assert_array_equal(jittered[:4], plain[:4])  # real mentions as they are
+    assert all(not numpy.allclose(jittered[i], plain[i]) for i in range(4, 7))
+
+
+def test_kb_mention_jitter_can_be_switched_off_in_the_config(build_nlp):
+    nlp = build_nlp(component_overrides={"n_kb_mentions": 2, "kb_mention_jitter": None})
+    assert nlp.get_pipe("m3el_linker").kb_mention_jitter is None
+    losses = {}
+    nlp.update(make_examples(nlp)[:4], sgd=nlp.create_optimizer(), losses=losses)
+    assert numpy.isfinite(losses["m3el_linker"])
