@@ -271,3 +271,13 @@ def test_scaleout_smoke(demo_work, tmp_path, repository_report_unchanged):
     assert row["engine"] == "local, 1 process" and row["docs_per_s"] > 0 and row["one_doc_s"] > 0
     assert results["memory"] == []
     assert scaleout.parse_args(["--engines", "local"]).engines == "local"
+
+
+def test_shape_probe_smoke(demo_work, capsys, no_network):
+    from bench import shape_probe
+
+    results = shape_probe.main([str(demo_work / "pipeline"), "--per-shape", "1"])
+    (accuracy,) = results.values()
+    n_probes = len(shape_probe.colour_pairs()) * len(shape_probe.SHAPES)
+    assert 0.0 <= accuracy <= 1.0 and (accuracy * n_probes) == pytest.approx(round(accuracy * n_probes))
+    assert "shape accuracy (chance 16.7%)" in capsys.readouterr().out
