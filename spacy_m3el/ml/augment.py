@@ -9,7 +9,7 @@ store's prepared pixels).
 """
 
 from dataclasses import dataclass
-from typing import Sequence, Tuple
+from typing import Iterable, Sequence, Tuple
 
 import numpy
 import torch
@@ -86,3 +86,14 @@ def jitter_items(
     if rows:
         pixels = features["pixel_values"]
         pixels[rows] = jitter(pixels[rows], pixel_std)
+
+
+def jitter_groups(
+    features: dict,
+    groups: Iterable[Tuple[Sequence[int], ImageJitter]],
+    pixel_std: Sequence[float],
+) -> None:
+    """Jitter, in place, each group of items of a featurized batch with its own jitter,
+    in order (so the draws, and training, stay deterministic)."""
+    for items, jitter in groups:
+        jitter_items(features, items, jitter, pixel_std)

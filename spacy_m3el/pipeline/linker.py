@@ -82,9 +82,9 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
         image, drawn at random) as mentions of themselves: the name as the text, one of
         their images as the photo. Entities that no training mention names then get
         positives too, not only negatives.
-    kb_mention_jitter (Optional[Callable]): Zoom, shift and noise for the KB mentions'
-        images (``spacy_m3el.ImageJitter.v1``), so the model does not learn to match
-        identical pixels; None shows them as they are.
+    kb_mention_jitter, mention_jitter (Optional[Callable]): Zoom, shift and noise for the
+        KB mentions' images (``spacy_m3el.ImageJitter.v1``, so the model does not learn to
+        match identical pixels) and for the training mentions' own (None: as they are).
     alias_evidence (bool): Combine the model's score with the alias table's
         evidence as fitted by ``fit_decision`` (False: rank by the model's score).
     get_candidates_batch (Callable): ``(kb, spans) -> candidates per span``.
@@ -122,6 +122,7 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
         image_swap_negatives: bool = False,
         n_kb_mentions: int = 0,
         kb_mention_jitter: Optional[Callable] = None,
+        mention_jitter: Optional[Callable] = None,
         mining_refresh: int = 100,
         alias_evidence: bool = True,
         get_candidates_batch: Callable[[MultimodalKB, Iterable[Span]], Iterable[Iterable[Any]]],
@@ -178,7 +179,7 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
         self.miner = NegativeMiner(self.index, n_mined_negatives, mining_refresh)
         self.image_swap_negatives = image_swap_negatives
         self.n_kb_mentions = n_kb_mentions
-        self.kb_mention_jitter = kb_mention_jitter
+        self.kb_mention_jitter, self.mention_jitter = kb_mention_jitter, mention_jitter
         self.skipped_missing_gold = 0
         self.prepared = PreparedExamples()
         install_image_extension(image_attr)

@@ -13,7 +13,7 @@ from spacy.training import Example
 
 from ..images import copy_image, set_image
 from ..kb import MultimodalKB
-from ..ml.augment import jitter_items
+from ..ml.augment import jitter_groups
 from ..ml.model import Features, M3ELModel, TrainingBatch
 from . import prefetch
 from .gold import GOLD_NOT_IN_KB, GOLD_OK, gold_status, missing_gold_message
@@ -319,15 +319,20 @@ def component_training_batch(component: Any, examples: List[Example]) -> Optiona
         if component.model.text_tower is not None:
             component.model.text_tower.skip_batch([eg.predicted for eg in examples])
         return None
-    model, miner, jitter = component.model, component.miner, component.kb_mention_jitter
-    augment = None
+    model, miner = component.model, component.miner
+    jitters = []  # (batch items, jitter): the mentions whose images are jittered
+    if model.needs_images and component.mention_jitter is not None:
+        jitters.append((range(len(spans)), component.mention_jitter))
     if component.n_kb_mentions and model.needs_images:
         kb_spans, kb_ids = kb_mentions(component, component.n_kb_mentions)
-        if jitter is not None and kb_spans:
-            items = range(len(spans), len(spans) + len(kb_spans))
-            std = model.image_processor.image_std
-            augment = partial(jitter_items, items=items, jitter=jitter, pixel_std=std)
+        if component.kb_mention_jitter is not None:
+            kb_items = range(len(spans), len(spans) + len(kb_spans))
+            jitters.append((kb_items, component.kb_mention_jitter))
         spans, gold_ids = spans + kb_spans, gold_ids + kb_ids
+    augment = None
+    if jitters:
+        std = model.image_processor.image_std
+        augment = partial(jitter_groups, groups=jitters, pixel_std=std)
 
     def mine(mention_features: Features) -> List[List[str]]:
         mentions = model.encode_features("mention", mention_features)

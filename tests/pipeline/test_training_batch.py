@@ -151,6 +151,31 @@ def test_only_the_kb_mentions_images_are_jittered(build_nlp):
     assert all(not numpy.allclose(jittered[i], plain[i]) for i in range(4, 7))
 
 
+def test_mention_jitter_jitters_the_training_mentions_images(build_nlp):
+    from spacy_m3el.ml.augment import ImageJitter
+    from spacy_m3el.pipeline.training import component_training_batch, training_examples
+
+    nlp = build_nlp(
+        component_overrides={
+            "n_kb_mentions": 2,
+            "n_mined_negatives": 0,
+            "kb_mention_jitter": None,
+            "mention_jitter": {"@misc": "spacy_m3el.ImageJitter.v1", "noise": 0.1},
+        }
+    )
+    linker = nlp.get_pipe("m3el_linker")
+    assert linker.mention_jitter == ImageJitter(noise=0.1)
+    examples = training_examples(linker, make_examples(nlp)[:4])
+    batches = []
+    for jitter in (None, linker.mention_jitter):
+        linker.mention_jitter = jitter
+        numpy.random.seed(5)
+        batches.append(component_training_batch(linker, examples))
+    plain, jittered = (b.mention_features["pixel_values"] for b in batches)
+    assert all(not numpy.allclose(jittered[i], plain[i]) for i in range(4))
+    numpy.testing.assert_array_equal(jittered[4:], plain[4:])  # KB mentions' jitter is off
+
+
 def test_kb_mention_jitter_can_be_switched_off_in_the_config(build_nlp):
     nlp = build_nlp(component_overrides={"n_kb_mentions": 2, "kb_mention_jitter": None})
     assert nlp.get_pipe("m3el_linker").kb_mention_jitter is None
