@@ -35,7 +35,7 @@ def colour_pairs() -> List[tuple]:
 
 def image_vectors(model, images: list, role: str) -> numpy.ndarray:
     """Unit-length global image vectors of images, as mentions or entities."""
-    side = model.encode_features(role, model.featurize([""] * len(images), images))
+    side = model.encode(role, [""] * len(images), images)
     vectors = numpy.asarray(side["image.g"], dtype="float32")
     return vectors / numpy.linalg.norm(vectors, axis=1, keepdims=True)
 

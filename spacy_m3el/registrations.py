@@ -367,10 +367,7 @@ def build_image_jitter_v1(
     Gaussian noise (``noise`` of the intensity range) for training images."""
     from .ml.augment import ImageJitter
 
-    scale = tuple(float(value) for value in scale_range)
-    if len(scale) != 2:
-        raise ValueError(f"ImageJitter scale_range must be [low, high], got {list(scale)}.")
-    return ImageJitter((scale[0], scale[1]), float(max_shift), float(noise))
+    return ImageJitter(tuple(scale_range), float(max_shift), float(noise))
 
 
 @registry.misc("spacy_m3el.EmptyKB.v1")

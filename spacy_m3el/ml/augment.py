@@ -32,7 +32,11 @@ class ImageJitter:
     noise: float = 0.04
 
     def __post_init__(self) -> None:
-        low, high = self.scale_range
+        scale = tuple(float(value) for value in self.scale_range)
+        if len(scale) != 2:
+            raise ValueError(f"ImageJitter scale_range must be [low, high], got {list(scale)}.")
+        object.__setattr__(self, "scale_range", scale)  # a config's list, as a tuple
+        low, high = scale
         if not 0.0 < low <= high:
             raise ValueError(
                 f"ImageJitter scale_range must be two zoom factors 0 < low <= high, "

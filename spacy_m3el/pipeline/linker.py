@@ -177,8 +177,7 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
             component=name,
         )
         self.miner = NegativeMiner(self.index, n_mined_negatives, mining_refresh)
-        self.image_swap_negatives = image_swap_negatives
-        self.n_kb_mentions = n_kb_mentions
+        self.image_swap_negatives, self.n_kb_mentions = image_swap_negatives, n_kb_mentions
         self.kb_mention_jitter, self.mention_jitter = kb_mention_jitter, mention_jitter
         self.skipped_missing_gold = 0
         self.prepared = PreparedExamples()
@@ -372,9 +371,8 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
             cache; evaluation passes ``exact_entity_cache()``).
         RETURNS (numpy.ndarray[len(spans), N]): Scores, columns in ``cache.kb_ids`` order.
         """
-        mentions = self.encode_mentions(spans, images)
         cache = self.entity_cache if cache is None else cache
-        return score_all(self.model, mentions, cache, entity_chunk_size)
+        return score_all(self.model, self.encode_mentions(spans, images), cache, entity_chunk_size)
 
     @property
     def entity_cache(self) -> EntityCache:
