@@ -7,7 +7,7 @@ MRR over the candidates it proposes), so both protocols come from one run.
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Callable, Collection, Dict, Iterable, List, Optional, Set, Tuple, Union
 
 import numpy
 import srsly
@@ -176,6 +176,39 @@ def image_breakdown(
     return result
 
 
+def seen_breakdown(
+    gold_ids: List[str], ranks: List[int], seen: Collection[str]
+) -> Dict[str, Optional[float]]:
+    """Hits@1 and MRR split by whether the gold entity has training mentions (``seen``)
+    or not (``unseen``: zero-shot linking, which a model that memorises its training
+    entities fails).
+
+    RETURNS (Dict[str, Optional[float]]): ``hits@1_seen``, ``mrr_seen``, ``n_seen`` and
+        the same for ``unseen`` (None when no such mention).
+    """
+    result: Dict[str, Optional[float]] = {}
+    for label, wanted in (("seen", True), ("unseen", False)):
+        chosen = [rank for gold, rank in zip(gold_ids, ranks) if (gold in seen) == wanted]
+        result[f"n_{label}"] = len(chosen)
+        result[f"hits@1_{label}"] = sum(r == 1 for r in chosen) / len(chosen) if chosen else None
+        result[f"mrr_{label}"] = sum(1.0 / r for r in chosen) / len(chosen) if chosen else None
+    return result
+
+
+def training_entities(nlp: Language, path: Union[str, Path]) -> Set[str]:
+    """The KB IDs of the gold entity mentions of a ``.spacy`` file (its seen entities)."""
+    from spacy.tokens import DocBin
+    from spacy.training.corpus import walk_corpus
+
+    return {
+        ent.kb_id_
+        for file in walk_corpus(path, ".spacy")
+        for doc in DocBin().from_disk(file).get_docs(nlp.vocab)
+        for ent in doc.ents
+        if ent.kb_id_
+    }
+
+
 def evaluate_pipeline(
     nlp: Language,
     examples: List[Example],
@@ -184,6 +217,7 @@ def evaluate_pipeline(
     batch_size: int = 16,
     entity_chunk_size: int = 2048,
     candidates: bool = True,
+    seen: Optional[Collection[str]] = None,
 ) -> Dict[str, object]:
     """Both protocols on a list of examples (the candidate mode only if ``candidates``).
 
@@ -194,7 +228,9 @@ def evaluate_pipeline(
         ``skipped``, ``images`` (counts by status), ``by_gold_image``
         (:func:`image_breakdown`) and ``decision``: the full-KB ranking by the
         linker's decision (the model's score plus the alias evidence, as fitted;
-        the same ranks when not fitted) and the decision's weights.
+        the same ranks when not fitted) and the decision's weights; given the KB IDs
+        ``seen`` in training (:func:`training_entities`), ``by_training``
+        (:func:`seen_breakdown`).
     """
     linker = find_linker(nlp, component)
     spans, gold_ids, skipped = gold_mentions(examples, linker)
@@ -215,6 +251,8 @@ def evaluate_pipeline(
     metrics["skipped"] = dict(skipped)
     metrics["images"] = dict(ranking.statuses)
     metrics["by_gold_image"] = image_breakdown(linker.kb, gold_ids, ranking.top, ranking.ranks)
+    if seen is not None:
+        metrics["by_training"] = seen_breakdown(gold_ids, ranking.ranks, seen)
     metrics["decision"] = dict(ranking_metrics(ranking.decided, hits=PAPER_HITS))
     metrics["decision"]["weights"] = linker.decision.to_dict() if linker.alias_evidence else None
     if finds_entities(nlp, linker):
@@ -279,15 +317,21 @@ def evaluate_path(
     model: Union[str, Path],
     data: Union[str, Path],
     output: Optional[Union[str, Path]] = None,
+    seen_in: Optional[Union[str, Path]] = None,
     **kwargs,
 ) -> Dict[str, object]:
-    """Load a pipeline, evaluate it on a ``.spacy`` file and write the metrics JSON."""
+    """Load a pipeline, evaluate it on a ``.spacy`` file and write the metrics JSON.
+
+    seen_in (Optional[Union[str, Path]]): The training ``.spacy`` file(s): split the
+        scores by whether the gold entity is mentioned there (``by_training``).
+    """
     import spacy
 
     nlp = spacy.load(model)
     linker = find_linker(nlp, kwargs.get("component"))
     examples = read_examples(nlp, data, image_attr=linker.image_attr)
-    metrics = evaluate_pipeline(nlp, examples, **kwargs)
+    seen = training_entities(nlp, seen_in) if seen_in is not None else None
+    metrics = evaluate_pipeline(nlp, examples, seen=seen, **kwargs)
     if output is not None:
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         srsly.write_json(output, metrics)
@@ -334,16 +378,23 @@ def format_metrics(metrics: Dict[str, object], title: str = "") -> str:
         lines.append(f"Mention images: {metrics['images']}")
     split = metrics.get("by_gold_image") or {}
     if split.get("n_gold_without_image"):
-        lines.append(
-            "Hits@1 by the gold's image: "
-            + ", ".join(
-                f"{label} {float(split[f'hits@1_gold_{key}']) * 100:.2f}%"
-                f" ({split[f'n_gold_{key}']})"
-                for key, label in (("with_image", "with"), ("without_image", "without"))
-                if split.get(f"hits@1_gold_{key}") is not None
-            )
-        )
+        groups = (("gold_with_image", "with"), ("gold_without_image", "without"))
+        lines.append(_split_line("Hits@1 by the gold's image", split, groups))
+    by_training = metrics.get("by_training") or {}
+    if by_training:
+        groups = (("seen", "seen"), ("unseen", "zero-shot"))
+        lines.append(_split_line("Hits@1 by the gold's training mentions", by_training, groups))
     return "\n".join(lines)
+
+
+def _split_line(title: str, split: Dict[str, object], groups: Tuple[Tuple[str, str], ...]) -> str:
+    """``title: label hits% (n), ...`` for the groups of a split that have mentions."""
+    cells = [
+        f"{label} {float(split[f'hits@1_{key}']) * 100:.2f}% ({split[f'n_{key}']})"
+        for key, label in groups
+        if split.get(f"hits@1_{key}") is not None
+    ]
+    return f"{title}: " + ", ".join(cells)
 
 
 def format_comparison(runs: Dict[str, Dict[str, object]]) -> str:

@@ -187,6 +187,7 @@ def build_m3el_v2(
     missing_images: str = "describe",
     use_fusion_unit: bool = False,
     use_late_interaction: bool = True,
+    use_i2t_unit: bool = False,
 ) -> Model:
     """The M3EL network (encoder + matching units) as a Thinc model (``M3ELModel``).
 
@@ -207,6 +208,8 @@ def build_m3el_v2(
     use_late_interaction (bool): Keep the token-level (global-to-local) terms of
         the text and image units; false leaves their global vectors only (with
         the other units off: the CLIP dual-encoder baseline).
+    use_i2t_unit (bool): Add the image-to-text unit: the mention's image against the
+        entity's text in CLIP's joint space.
     """
     settings = dict(locals())
     return build_m3el_v3(text_tower=None, **settings)

@@ -31,6 +31,7 @@ def build_m3el_v3(
     missing_images: str = "describe",
     use_fusion_unit: bool = False,
     use_late_interaction: bool = True,
+    use_i2t_unit: bool = False,
 ) -> Model:
     """The M3EL network as a Thinc model (``M3ELModel``); see ``spacy_m3el.M3EL.v2`` for
     the settings it shares.
@@ -62,6 +63,7 @@ def build_m3el_v3(
             use_contrastive_loss,
             use_fusion_unit,
             use_late_interaction,
+            use_i2t_unit,
         ),
         contrastive=(
             contrastive_temperature,

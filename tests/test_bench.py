@@ -282,3 +282,16 @@ def test_shape_probe_smoke(demo_work, capsys, no_network):
     assert 0.0 <= accuracy <= 1.0
     assert accuracy * n_probes == pytest.approx(round(accuracy * n_probes))  # a share of probes
     assert "shape accuracy (chance 16.7%)" in capsys.readouterr().out
+
+
+def test_units_smoke(demo_work, capsys, no_network):
+    from bench import units
+
+    results = units.main([str(demo_work / "corpus"), str(demo_work / "pipeline"), "--split", "dev"])
+    (table,) = results.values()
+    assert list(table) == ["score", "text", "image", "t2v", "v2t"]
+    counts = table["score"]
+    assert counts["n_seen"] + counts["n_zero_shot"] > 0
+    for row in table.values():
+        assert all(row[key] is None or 0.0 <= row[key] <= 1.0 for key in ("all", "seen"))
+    assert "| ranked by | Hits@1 | seen | zero-shot |" in capsys.readouterr().out

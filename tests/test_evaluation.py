@@ -10,6 +10,8 @@ from spacy_m3el.evaluation import (
     format_comparison,
     format_metrics,
     gold_mentions,
+    seen_breakdown,
+    training_entities,
 )
 
 from .util import ENTITIES, make_examples
@@ -82,6 +84,34 @@ def test_evaluate_pipeline_keys_and_skips(build_nlp):
     srsly.json_dumps(metrics)  # serializable as written to metrics/<dataset>.json
     assert "hits@1" in format_metrics(metrics)
     assert "n_mentions" in format_comparison({"a": metrics, "b": metrics})
+
+
+def test_seen_breakdown_splits_hits_and_mrr_by_training_mentions():
+    split = seen_breakdown(["Q1", "Q2", "Q1", "Q3"], [1, 2, 4, 1], seen={"Q1"})
+    assert (split["n_seen"], split["n_unseen"]) == (2, 2)
+    assert split["hits@1_seen"] == pytest.approx(0.5)
+    assert split["mrr_seen"] == pytest.approx(0.625)
+    assert split["hits@1_unseen"] == pytest.approx(0.5)
+    assert split["mrr_unseen"] == pytest.approx(0.75)
+    nothing_seen = seen_breakdown(["Q1"], [1], seen=set())
+    assert nothing_seen["hits@1_seen"] is None and nothing_seen["n_seen"] == 0
+
+
+def test_evaluation_reports_seen_and_zero_shot_golds(build_nlp, tmp_path):
+    from spacy.tokens import DocBin
+
+    nlp = build_nlp()
+    examples = make_examples(nlp)
+    train = [eg.reference for eg in examples if eg.reference.ents[0].kb_id_ != "Q2"]
+    DocBin(docs=train, store_user_data=True).to_disk(tmp_path / "train.spacy")
+    seen = training_entities(nlp, tmp_path / "train.spacy")
+    assert seen == {e[0] for e in ENTITIES} - {"Q2"}
+    metrics = evaluate_pipeline(nlp, examples, seen=seen, candidates=False)
+    split = metrics["by_training"]
+    assert split["n_unseen"] == sum(eg.reference.ents[0].kb_id_ == "Q2" for eg in examples) > 0
+    assert split["n_seen"] + split["n_unseen"] == metrics["n_mentions"]
+    assert "zero-shot" in format_metrics(metrics)
+    assert "by_training" not in evaluate_pipeline(nlp, examples, candidates=False)
 
 
 def test_trained_linker_ranks_gold_first(build_nlp):

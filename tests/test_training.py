@@ -162,5 +162,8 @@ def test_project_workflow_end_to_end(tmp_path):
         assert metrics["n_mentions"] > 0
         for key in ("mrr", "hits@1", "hits@3", "hits@5", "hits@10", "hits@20", "mean_rank"):
             assert key in metrics
+        split = metrics["by_training"]  # the evaluation splits seen and zero-shot golds
+        assert split["n_seen"] + split["n_unseen"] == metrics["n_mentions"]
+    assert "Hits@1 by the gold's training mentions" in out
     assert "text-only" in (project / "metrics" / "demo-comparison.txt").read_text()
     assert "raw_text" not in srsly.read_json(project / "metrics" / "demo.json")  # no NER

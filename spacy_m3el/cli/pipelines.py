@@ -19,18 +19,26 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
         "--entity-chunk-size", type=int, default=2048, help="Entities scored at once."
     )
     parser.add_argument("--title", default="", help="Title of the printed table.")
+    parser.add_argument(
+        "--seen-in",
+        type=Path,
+        default=None,
+        help="Training .spacy file: also split Hits@1 by whether the gold entity has "
+        "training mentions (seen) or not (zero-shot).",
+    )
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from ..evaluation import evaluate_path, format_metrics
 
-    for path in (args.model, args.data):
-        if not path.exists():
+    for path in (args.model, args.data, args.seen_in):
+        if path is not None and not path.exists():
             raise CommandError(f"Not found: {path}")
     metrics = evaluate_path(
         args.model,
         args.data,
         args.output,
+        seen_in=args.seen_in,
         component=args.component,
         batch_size=args.batch_size,
         entity_chunk_size=args.entity_chunk_size,

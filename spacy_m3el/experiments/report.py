@@ -13,6 +13,7 @@ IMAGE_METRICS = (
     ("hits@1_gold_without_image", "H@1, gold without image"),
     ("wrong_top1_share_without_image", "image-less share of wrong top-1"),
 )
+TRAINING_METRICS = (("hits@1_seen", "H@1, seen"), ("hits@1_unseen", "H@1, zero-shot"))
 
 
 def _stats(values: Sequence[Optional[float]]) -> Dict[str, Optional[float]]:
@@ -45,6 +46,11 @@ def summarize(runs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         row["by_gold_image"] = {
             key: _stats([m["by_gold_image"].get(key) for m in members]) for key, _ in IMAGE_METRICS
         }
+        # Runs measured before the split was reported have none (their cells read n/a).
+        row["by_training"] = {
+            key: _stats([m.get("by_training", {}).get(key) for m in members])
+            for key, _ in TRAINING_METRICS
+        }
         rows.append(row)
     return rows
 
@@ -58,13 +64,17 @@ def _cell(stat: Dict[str, Optional[float]]) -> str:
 
 
 def markdown_table(rows: List[Dict[str, Any]], title: str = "") -> str:
-    """Per suite, a table: variant, test H@1/H@3/H@5/MRR (mean ± std over seeds), dev MRR;
+    """Per suite, a table: variant, test H@1/H@3/H@5/MRR (mean ± std over seeds), dev MRR,
+    test H@1 on seen and zero-shot gold entities (when the test set has zero-shot ones);
     the missing-images suite adds the split by the gold's image."""
     out = [f"# {title}", ""] if title else []
     for suite in dict.fromkeys(row["suite"] for row in rows):
         members = [row for row in rows if row["suite"] == suite]
         image_cols = suite == "missing-images"
+        zero_shot = any(row["by_training"]["hits@1_unseen"]["n"] for row in members)
         header = ["Model"] + [label for _, label in TABLE_METRICS] + ["dev MRR"]
+        if zero_shot:
+            header += [label for _, label in TRAINING_METRICS]
         if image_cols:
             header += [label for _, label in IMAGE_METRICS]
         out += [f"## {suite}", "", "| " + " | ".join(header) + " |"]
@@ -72,6 +82,8 @@ def markdown_table(rows: List[Dict[str, Any]], title: str = "") -> str:
         for row in members:
             cells = [row["variant"]] + [_cell(row["test"][key]) for key, _ in TABLE_METRICS]
             cells.append(_cell(row["dev"]["mrr"]))
+            if zero_shot:
+                cells += [_cell(row["by_training"][key]) for key, _ in TRAINING_METRICS]
             if image_cols:
                 cells += [_cell(row["by_gold_image"][key]) for key, _ in IMAGE_METRICS]
             out.append("| " + " | ".join(cells) + " |")

@@ -123,7 +123,7 @@ def run_variant(
 
     RETURNS (Dict[str, Any]): ``variant``, ``seed``, ``dev`` and ``test`` (full-KB
         ranking metrics of the best checkpoint, float32 entity features), the
-        test ``by_gold_image`` split and ``folder``.
+        test ``by_gold_image`` and ``by_training`` (seen / zero-shot) splits and ``folder``.
     """
     folder = Path(work) / f"run-{run_key(data, variant, seed)}"
     done = folder / METRICS_FILE
@@ -165,17 +165,19 @@ def evaluate_run(data: ExperimentData, model: Path) -> Dict[str, Any]:
     """The papers' protocol on dev and test for a trained pipeline."""
     import spacy
 
-    from ..evaluation import evaluate_pipeline, find_linker
+    from ..evaluation import evaluate_pipeline, find_linker, training_entities
     from ..readers import read_examples
 
     nlp = spacy.load(model)
     linker = find_linker(nlp)
+    seen = training_entities(nlp, data.train)
     result: Dict[str, Any] = {}
     for split, path in (("dev", data.dev), ("test", data.test)):
         examples = read_examples(nlp, path, image_attr=linker.image_attr)
-        metrics = evaluate_pipeline(nlp, examples, candidates=False)
+        metrics = evaluate_pipeline(nlp, examples, candidates=False, seen=seen)
         result[split] = {key: metrics[key] for key in KEPT_METRICS}
         result[split]["n_mentions"] = metrics["n_mentions"]
         if split == "test":
             result["by_gold_image"] = metrics["by_gold_image"]
+            result["by_training"] = metrics["by_training"]
     return result

@@ -98,8 +98,16 @@ def systems(distillation_weight: float = 0.5) -> List[Variant]:
     student = dict(OT_ALIGNMENT, distillation_weight=distillation_weight, predict_with="student")
     dual = {f"{MODEL}.{unit}": False for unit in ("use_t2v_unit", "use_v2t_unit")}
     fused = {**OT_UNITS, f"{MODEL}.use_late_interaction": False}
+    global_only = {f"{MODEL}.use_late_interaction": False}
+    i2t = f"{MODEL}.use_i2t_unit"
     return [
-        Variant("CLIP dual encoder", {**dual, f"{MODEL}.use_late_interaction": False}, "systems"),
+        Variant("CLIP dual encoder", {**dual, **global_only}, "systems"),
+        Variant(
+            "dual encoder + visual-to-textual",
+            {**global_only, f"{MODEL}.use_t2v_unit": False},
+            "systems",
+        ),
+        Variant("dual encoder + image-to-text", {**dual, **global_only, i2t: True}, "systems"),
         Variant("M3EL (attention)", {}, "systems"),
         Variant("M3EL, OT alignment", {f"{MODEL}.alignment": OT_ALIGNMENT}, "systems"),
         Variant("OT-MEL units, attention", dict(OT_UNITS), "systems"),

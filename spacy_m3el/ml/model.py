@@ -422,7 +422,8 @@ def build_m3el_model(
     """Build the network from config values and wrap it; ``initialize`` loads the encoder.
 
     units (Tuple[bool, ...]): The text, image, t2v and v2t units, the contrastive loss,
-        and optionally the fusion unit and late interaction (``UnitSwitches`` order).
+        and optionally the fusion unit, late interaction and the i2t unit (``UnitSwitches``
+        order).
     contrastive (Tuple[float, ...]): Temperature, inter- and inner-source weights, weight.
     missing_images (str): The policy for image-less items (``ml.missing_images``).
     text_tower (Optional[Model]): A text tower (the encoder must then take text features).

@@ -30,10 +30,10 @@ from .missing_images import MissingImageFill, UnitCombination
 from .transport import auxiliary_losses
 
 Side = Dict[str, torch.Tensor]
-UNITS = ("text", "image", "t2v", "v2t", "fusion")
+UNITS = ("text", "image", "t2v", "v2t", "fusion", "i2t")
 # The side key of the text vector kept for retrieval when the text unit is off.
 RETRIEVAL_TEXT = "retrieval.text"
-IMAGE_UNITS = ("image", "t2v", "v2t", "fusion")
+IMAGE_UNITS = ("image", "t2v", "v2t", "fusion", "i2t")
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,10 @@ class UnitSwitches:
     """Which matching units and losses are on (for ablations).
 
     fusion is OT-MEL's multimodal fusion unit; late_interaction=False keeps only
-    the global-to-global terms of the text and image units (a dual encoder).
+    the global-to-global terms of the text and image units (a dual encoder); i2t
+    matches the mention's image with the entity's text in CLIP's joint space (the
+    score CLIP itself is trained for), so an entity whose description says what
+    its pictures show can be found by a mention's photo without training mentions.
     """
 
     text: bool = True
@@ -51,6 +54,7 @@ class UnitSwitches:
     contrastive: bool = True
     fusion: bool = False
     late_interaction: bool = True
+    i2t: bool = False
 
     @property
     def enabled(self) -> Tuple[str, ...]:
@@ -131,6 +135,9 @@ class M3ELNet(nn.Module):
         self.missing_images = MissingImageFill(
             missing_images, encoder.projection_dim, encoder.vision_width
         )
+        # The mention image's joint-space vector for the i2t unit (the entity side
+        # reuses the text unit's normalised text vector).
+        self.norm_image_joint = nn.LayerNorm(text_global) if units.i2t else None
         self.combine = UnitCombination(units.enabled, calibrated=missing_images == "calibrated")
 
     def forward(self, method: Callable[..., Any], **inputs) -> Any:
@@ -160,6 +167,8 @@ class M3ELNet(nn.Module):
                 parts.append(RetrievalPart(f"cross.{unit}", 1.0, needs_image=True))
         if self.fusion_unit is not None:
             parts.append(RetrievalPart("fusion.f", FusionUnit.SCORE_WEIGHT, needs_image=True))
+        if self.norm_image_joint is not None:
+            parts.append(RetrievalPart("i2t", 1.0, needs_image=True))
         return RetrievalSpec(tuple(parts))
 
     # Sides -----------------------------------------------------------------
@@ -199,6 +208,9 @@ class M3ELNet(nn.Module):
             side.update({f"cross.{key}": value for key, value in contexts.items()})
         if self.fusion_unit is not None:
             side["fusion.f"] = self.fusion_unit.side(text_t, out.text_mask, image_t)
+        if self.norm_image_joint is not None:
+            joint = self.norm_image_joint(out.image_global) if role == "mention" else text_g
+            side["i2t"] = joint
         return side
 
     # Scores ----------------------------------------------------------------
@@ -262,8 +274,8 @@ class M3ELNet(nn.Module):
         if unit in ("text", "image"):
             module = self.text_unit if unit == "text" else self.image_unit
             return module.score_parts(_sub(mentions, unit), _sub(entities, unit), entity_index)
-        key, weight = (
-            ("fusion.f", FusionUnit.SCORE_WEIGHT) if unit == "fusion" else (f"cross.{unit}", 1.0)
+        key, weight = {"fusion": ("fusion.f", FusionUnit.SCORE_WEIGHT), "i2t": ("i2t", 1.0)}.get(
+            unit, (f"cross.{unit}", 1.0)
         )
         dot = pair_dot(mentions[key], take_rows(entities[key], entity_index))
         return weight * dot, None

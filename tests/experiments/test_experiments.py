@@ -46,7 +46,9 @@ def test_every_system_builds_from_the_demo_config(variant, tiny_clip):
     assert aligns <= {"OTAlignment" if alignment else "AttentionAlignment"}
     assert bool(aligns) == (variant.name != "CLIP dual encoder")  # it aligns no tokens
     assert (net.fusion_unit is not None) == switch.get("use_fusion_unit", False)
-    assert (net.cross_unit is None) == (switch.get("use_t2v_unit") is False)
+    cross = [switch.get(f"use_{unit}_unit", True) for unit in ("t2v", "v2t")]
+    assert [net.units.t2v, net.units.v2t] == cross
+    assert (net.cross_unit is None) == (not any(cross))
     late = variant.overrides.get("components.m3el_linker.model.use_late_interaction", True)
     assert net.text_unit.late_interaction == late == net.image_unit.late_interaction
     predict_with = alignment.get("predict_with", "teacher")
@@ -117,6 +119,9 @@ def test_workflow_on_a_tiny_demo_writes_json_table_and_figure(tmp_path):
     for run in report["runs"]:
         assert 0.0 <= run["test"]["hits@1"] <= 1.0 and run["test"]["n_mentions"] > 0
     assert "| 50% of training |" in stem.with_suffix(".md").read_text(encoding="utf8")
+    for run in report["runs"]:  # test mentions split by their gold's training mentions
+        split = run["by_training"]
+        assert split["n_seen"] + split["n_unseen"] == run["test"]["n_mentions"]
     assert stem.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # A second call reuses the finished runs instead of training again.
     folders = sorted(p.name for p in (tmp_path / "work").iterdir())

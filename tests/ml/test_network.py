@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 from torch.nn import functional as F
 
+from spacy_m3el.ml.bi_encoder import RetrievalPart
 from spacy_m3el.ml.layers import AttentionAlignment
 from spacy_m3el.ml.network import M3ELNet, UnitSwitches
 
@@ -406,3 +407,28 @@ def test_encoder_tokenizes_as_the_padded_tokenizer_call_and_caches_texts(loaded_
         numpy.testing.assert_array_equal(input_ids, expected["input_ids"])
         numpy.testing.assert_array_equal(attention_mask, expected["attention_mask"])
     assert set(encoder._token_ids) == set(texts)
+
+
+def test_i2t_unit_scores_the_mention_image_against_the_entity_text(loaded_encoder):
+    """The i2t unit is a dot product in CLIP's joint space: the mention's image vector
+    (normalised) against the entity's text vector, and stage 1 retrieves by it exactly."""
+    net = make_net(loaded_encoder, t2v=False, v2t=False, late_interaction=False, i2t=True).eval()
+    assert net.units.enabled == ("text", "image", "i2t")
+    assert net.retrieval_spec.parts[-1] == RetrievalPart("i2t", 1.0, needs_image=True)
+    with torch.no_grad():
+        m_feats = features(net.encoder, TEXTS[:3], (True, True, True))
+        mentions = net.encode("mention", m_feats)
+        entities = net.encode("entity", features(net.encoder, TEXTS, (True,) * 4))
+        scores = net.score_matrix(mentions, entities)
+        out = net.encoder(**m_feats)
+        image = net.norm_image_joint(out.image_global)
+        text = entities["text.g"]
+    torch.testing.assert_close(scores["i2t"], image @ text.T)
+    torch.testing.assert_close(mentions["i2t"], image)
+    expected = (scores["text"] + scores["image"] + scores["i2t"]) / 3
+    torch.testing.assert_close(scores["score"], expected)
+    spec = net.retrieval_spec
+    got = spec.vectors(_numpy(mentions), query=True) @ spec.vectors(_numpy(entities)).T
+    numpy.testing.assert_allclose(got, (3 * expected).numpy(), rtol=1e-5, atol=1e-5)
+    losses = net.loss(**batch(net.encoder))
+    assert "loss.i2t" in losses and bool(torch.isfinite(losses["loss"]))
