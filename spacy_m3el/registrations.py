@@ -81,6 +81,7 @@ DEFAULT_MODEL = Config().from_str(DEFAULT_MODEL_CONFIG)["model"]
         "n_kb_mentions": 0,
         "kb_mention_jitter": {"@misc": "spacy_m3el.ImageJitter.v1"},
         "mention_jitter": None,
+        "logit_adjustment": 0.0,
         "mining_refresh": 100,
         "alias_evidence": True,
         "get_candidates_batch": {"@misc": "spacy_m3el.AliasCandidatesBatch.v2"},
@@ -121,6 +122,7 @@ def make_m3el_linker(
     n_kb_mentions: int,
     kb_mention_jitter: Optional[Callable],
     mention_jitter: Optional[Callable],
+    logit_adjustment: float,
     mining_refresh: int,
     alias_evidence: bool,
     get_candidates_batch: Callable,
@@ -135,37 +137,10 @@ def make_m3el_linker(
     scorer: Optional[Callable],
 ) -> M3ELLinker:
     """Create an ``m3el_linker`` (see :class:`M3ELLinker` for the settings)."""
+    settings = {key: value for key, value in locals().items() if key not in ("nlp", "name")}
     if hasattr(model, "attach_pipeline"):  # a text tower reads this pipeline's transformer
         model.attach_pipeline(nlp)
-    return M3ELLinker(
-        nlp.vocab,
-        model,
-        name,
-        labels_discard=labels_discard,
-        overwrite=overwrite,
-        use_gold_ents=use_gold_ents,
-        threshold=threshold,
-        top_k=top_k,
-        max_candidates=max_candidates,
-        n_hard_negatives=n_hard_negatives,
-        n_mined_negatives=n_mined_negatives,
-        image_swap_negatives=image_swap_negatives,
-        n_kb_mentions=n_kb_mentions,
-        kb_mention_jitter=kb_mention_jitter,
-        mention_jitter=mention_jitter,
-        mining_refresh=mining_refresh,
-        alias_evidence=alias_evidence,
-        get_candidates_batch=get_candidates_batch,
-        generate_empty_kb=generate_empty_kb,
-        image_attr=image_attr,
-        max_context_tokens=max_context_tokens,
-        entity_batch_size=entity_batch_size,
-        entity_cache_precision=entity_cache_precision,
-        save_entity_cache=save_entity_cache,
-        image_cache_size=image_cache_size,
-        ignore_missing_gold=ignore_missing_gold,
-        scorer=scorer,
-    )
+    return M3ELLinker(nlp.vocab, name=name, **settings)
 
 
 @registry.architectures("spacy_m3el.M3EL.v2")

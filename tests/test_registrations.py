@@ -387,7 +387,7 @@ def test_missing_images_default_and_configs_without_it(tiny_clip):
     model = config["components"]["m3el_linker"]["model"]
     assert model["@architectures"] == "spacy_m3el.M3EL.v2"
     model["@architectures"] = "spacy_m3el.M3EL.v1"  # as saved before the option existed
-    for key in ("missing_images", "use_fusion_unit", "use_late_interaction"):
+    for key in ("missing_images", "use_fusion_unit", "use_late_interaction", "use_i2t_unit"):
         del model[key]  # none of these existed then
     old = spacy.util.load_model_from_config(config, auto_fill=True)
     assert old.get_pipe("m3el_linker").net.missing_images.policy == "mask"

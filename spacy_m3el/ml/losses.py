@@ -1,6 +1,8 @@
-"""Training objectives: unit-consistent cross-entropy and intra-modal contrastive loss."""
+"""Training objectives: unit-consistent cross-entropy, intra-modal contrastive loss and the
+logit adjustment by training frequency."""
 
-from typing import Optional
+import math
+from typing import Mapping, Optional
 
 import torch
 from torch.nn import functional as F
@@ -98,3 +100,11 @@ def intra_modal_contrastive(
     targets = torch.arange(batch, device=device)
     loss_e = F.cross_entropy(logits_e[rows], targets[rows])
     return (loss_m + loss_e) / 2
+
+
+def frequency_bias(counts: Mapping[str, int], weight: float, kb_id: str) -> float:
+    """``weight * log(1 + count)``: the logit adjustment of an entity that ``counts``
+    training mentions name (Menon et al., 2021), so the score need not learn how often
+    an entity is the answer and an entity without training mentions is not ranked
+    below its seen siblings for that reason alone."""
+    return weight * math.log1p(counts.get(kb_id, 0))

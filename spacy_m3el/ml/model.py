@@ -36,12 +36,15 @@ class TrainingBatch:
     labels (numpy.ndarray[B]): The entity row of each mention's gold entity.
     text_backprops (Dict[str, Callable]): With a text tower, its backprop per role
         ("mention", "entity"), called with the gradient of the role's ``text_tokens``.
+    column_bias (Optional[numpy.ndarray[N]]): Added to each entity row's logits in the
+        loss (``M3ELNet.loss``); None adds nothing.
     """
 
     mention_features: Features
     entity_features: Features
     labels: numpy.ndarray
     text_backprops: Dict[str, Callable[[numpy.ndarray], None]] = field(default_factory=dict)
+    column_bias: Optional[numpy.ndarray] = None
 
 
 @dataclass
@@ -331,6 +334,8 @@ def _forward(
             "labels": numpy.asarray(batch.labels, dtype="int64"),
         },
     )
+    if batch.column_bias is not None:
+        call.inputs["column_bias"] = numpy.asarray(batch.column_bias, dtype="float32")
     with deterministic_torch():
         outputs, backprop_net = model.layers[0](call, is_train)
 

@@ -291,20 +291,25 @@ class M3ELNet(nn.Module):
         mention_features: Dict[str, torch.Tensor],
         entity_features: Dict[str, torch.Tensor],
         labels: torch.Tensor,
+        column_bias: Optional[torch.Tensor] = None,
     ) -> Dict[str, torch.Tensor]:
         """M3EL's objective on a batch of B mentions and N entities.
 
         labels (LongTensor[B]): the column of each mention's gold entity; the
             other columns (other gold entities and hard negatives) are negatives.
+        column_bias (Optional[Tensor[N]]): added to every logit of an entity's column in
+            the cross-entropy terms (logit adjustment: the entity's log training
+            frequency, so the scores need not learn it); never part of the scores.
         RETURNS (Dict[str, Tensor]): ``"loss"`` and detached parts for logging.
         """
         auxiliary_losses(self)  # drop anything left from a forward pass outside loss()
         m_out = self.encoder(**mention_features)
         e_out = self.encoder(**entity_features)
         scores = self.score_matrix(self.side(m_out, "mention"), self.side(e_out, "entity"))
-        parts = {"overall": masked_cross_entropy(scores["score"], labels)}
+        bias = 0.0 if column_bias is None else column_bias.to(scores["score"].dtype)
+        parts = {"overall": masked_cross_entropy(scores["score"] + bias, labels)}
         for unit in self.units.enabled:
-            parts[unit] = masked_cross_entropy(scores[unit], labels, scores[f"{unit}.ok"])
+            parts[unit] = masked_cross_entropy(scores[unit] + bias, labels, scores[f"{unit}.ok"])
         if self.units.contrastive:
             parts["contrastive"] = self._contrastive(m_out, e_out, labels)
         parts["distillation"], _ = auxiliary_losses(self)

@@ -8,6 +8,7 @@ index (:mod:`.entity_index`) keeps the encoded KB and answers stage 1,
 and :class:`~.inputs.ImageLoader` decodes images.
 """
 
+from collections import Counter
 from itertools import islice
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
@@ -39,7 +40,7 @@ from .ranking import (
     score_all,
 )
 from .serialization import LinkerSerialization
-from .settings import check_kb_type, check_settings
+from .settings import check_kb_type, check_settings, checked_settings
 from .training import (
     PreparedExamples,
     component_training_batch,
@@ -85,6 +86,8 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
     kb_mention_jitter, mention_jitter (Optional[Callable]): Zoom, shift and noise for the
         KB mentions' images (``spacy_m3el.ImageJitter.v1``, so the model does not learn to
         match identical pixels) and for the training mentions' own (None: as they are).
+    logit_adjustment (float): In the training loss, add this times the log of 1 + an
+        entity's training mentions (counted by ``initialize``) to its logits (0: off).
     alias_evidence (bool): Combine the model's score with the alias table's
         evidence as fitted by ``fit_decision`` (False: rank by the model's score).
     get_candidates_batch (Callable): ``(kb, spans) -> candidates per span``.
@@ -123,6 +126,7 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
         n_kb_mentions: int = 0,
         kb_mention_jitter: Optional[Callable] = None,
         mention_jitter: Optional[Callable] = None,
+        logit_adjustment: float = 0.0,
         mining_refresh: int = 100,
         alias_evidence: bool = True,
         get_candidates_batch: Callable[[MultimodalKB, Iterable[Span]], Iterable[Iterable[Any]]],
@@ -136,19 +140,7 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
         ignore_missing_gold: bool = False,
         scorer: Optional[Callable] = None,
     ) -> None:
-        check_settings(
-            name,
-            threshold=threshold,
-            max_candidates=max_candidates,
-            top_k=top_k,
-            n_hard_negatives=n_hard_negatives,
-            n_mined_negatives=n_mined_negatives,
-            mining_refresh=mining_refresh,
-            n_kb_mentions=n_kb_mentions,
-            max_context_tokens=max_context_tokens,
-            entity_batch_size=entity_batch_size,
-            entity_cache_precision=entity_cache_precision,
-        )
+        check_settings(name, **checked_settings(locals()))
         self.vocab = vocab
         self.model = model
         self.name = name
@@ -179,6 +171,7 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
         self.miner = NegativeMiner(self.index, n_mined_negatives, mining_refresh)
         self.image_swap_negatives, self.n_kb_mentions = image_swap_negatives, n_kb_mentions
         self.kb_mention_jitter, self.mention_jitter = kb_mention_jitter, mention_jitter
+        self.logit_adjustment, self.training_counts = float(logit_adjustment), Counter()
         self.skipped_missing_gold = 0
         self.prepared = PreparedExamples()
         install_image_extension(image_attr)

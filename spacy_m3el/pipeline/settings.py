@@ -1,6 +1,7 @@
 """Checks of the linker's settings, with messages that say what to change."""
 
-from typing import Optional
+import inspect
+from typing import Any, Dict, Optional
 
 from spacy.errors import Errors
 
@@ -17,6 +18,7 @@ def check_settings(
     n_mined_negatives: int,
     mining_refresh: int,
     n_kb_mentions: int = 0,
+    logit_adjustment: float = 0.0,
     max_context_tokens: int,
     entity_batch_size: int,
     entity_cache_precision: str,
@@ -34,6 +36,7 @@ def check_settings(
         "n_hard_negatives": (n_hard_negatives, 0),
         "n_mined_negatives": (n_mined_negatives, 0),
         "n_kb_mentions": (n_kb_mentions, 0),
+        "logit_adjustment": (logit_adjustment, 0.0),
         "mining_refresh": (mining_refresh, 1),
         "max_context_tokens": (max_context_tokens, 1),
         "entity_batch_size": (entity_batch_size, 1),
@@ -45,6 +48,13 @@ def check_settings(
         check_precision(entity_cache_precision)
     except ValueError as err:
         raise ValueError(f"{name}: entity_cache_precision: {err}") from err
+
+
+def checked_settings(settings: Dict[str, Any]) -> Dict[str, Any]:
+    """The entries of ``settings`` (say a constructor's ``locals()``) that
+    :func:`check_settings` checks."""
+    names = set(inspect.signature(check_settings).parameters) - {"name"}
+    return {key: value for key, value in settings.items() if key in names}
 
 
 def check_kb_type(kb: object, component: str):

@@ -2,6 +2,7 @@
 
 import inspect
 import threading
+from collections import Counter
 from functools import partial
 from itertools import chain
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
@@ -14,6 +15,7 @@ from spacy.training import Example
 from ..images import copy_image, set_image
 from ..kb import MultimodalKB
 from ..ml.augment import jitter_groups
+from ..ml.losses import frequency_bias
 from ..ml.model import Features, M3ELModel, TrainingBatch
 from . import prefetch
 from .gold import GOLD_NOT_IN_KB, GOLD_OK, gold_status, missing_gold_message
@@ -214,6 +216,7 @@ def training_batch(
     image_swaps: bool = False,
     batch_docs: Optional[List[Doc]] = None,
     augment_mentions: Optional[Callable[[Features], None]] = None,
+    entity_bias: Optional[Callable[[str], float]] = None,
 ) -> TrainingBatch:
     """The model's inputs for a batch of gold mentions.
 
@@ -236,6 +239,8 @@ def training_batch(
         listener checks that it received the transformer's output for these).
     augment_mentions (Optional[Callable[[Features], None]]): Changes the featurized
         mentions in place before anything uses them (the KB mentions' image jitter).
+    entity_bias (Optional[Callable[[str], float]]): A KB ID's logit adjustment in the
+        loss (:func:`~..ml.losses.frequency_bias`; an image swap takes its text's entity's).
     RETURNS (TrainingBatch): Featurized mentions and entities and the gold columns.
     """
     alias_candidates = [list(candidates) for candidates in alias_candidates]
@@ -262,10 +267,12 @@ def training_batch(
         for r in records
     ]
     texts = [entity_text(r) for r in records]
+    row_ids = list(entity_ids)
     if image_swaps and model.needs_images:
         swapped = swap_images(gold_ids, entity_images, column, alias_candidates)
         texts += [texts[i] for i, _ in swapped]
         entity_images += [image for _, image in swapped]
+        row_ids += [entity_ids[i] for i, _ in swapped]
     entity_features, entity_backprop = model.featurize_for_update(texts, entity_images)
     backprops = {"mention": mention_backprop, "entity": entity_backprop}
     return TrainingBatch(
@@ -273,6 +280,9 @@ def training_batch(
         entity_features=entity_features,
         labels=numpy.array([column[g] for g in gold_ids], dtype="int64"),
         text_backprops={role: bp for role, bp in backprops.items() if bp is not None},
+        column_bias=(
+            None if entity_bias is None else numpy.array([entity_bias(k) for k in row_ids], "f4")
+        ),
     )
 
 
@@ -354,6 +364,11 @@ def component_training_batch(component: Any, examples: List[Example]) -> Optiona
         image_swaps=component.image_swap_negatives,
         batch_docs=[eg.predicted for eg in examples],
         augment_mentions=augment,
+        entity_bias=(
+            partial(frequency_bias, component.training_counts, component.logit_adjustment)
+            if component.logit_adjustment
+            else None
+        ),
     )
 
 
@@ -425,10 +440,12 @@ def prepare_batch(component: Any, examples: Iterable[Example]) -> None:
 def prepare_training(
     component: Any, docs: List[Doc], image_store: Optional[str], corpora: Corpora
 ) -> None:
-    """What ``initialize`` prepares for training: the prefetch registration, the token
-    cache (:func:`warm_token_cache`) and, given a folder, the image store
+    """What ``initialize`` prepares for training: the entities' training mention counts
+    (for ``logit_adjustment``), the prefetch registration, the token cache
+    (:func:`warm_token_cache`) and, given a folder, the image store
     (:func:`~.inputs.build_image_store`) of the training docs, ``corpora`` and the KB."""
     component.prepared.clear()
+    component.training_counts = Counter(ent.kb_id_ for doc in docs for ent in doc.ents)
     prefetch.register(component)
     warm_token_cache(component, docs)
     if image_store is not None and component.model.needs_images:

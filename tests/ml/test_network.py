@@ -432,3 +432,26 @@ def test_i2t_unit_scores_the_mention_image_against_the_entity_text(loaded_encode
     numpy.testing.assert_allclose(got, (3 * expected).numpy(), rtol=1e-5, atol=1e-5)
     losses = net.loss(**batch(net.encoder))
     assert "loss.i2t" in losses and bool(torch.isfinite(losses["loss"]))
+
+
+def test_column_bias_shifts_each_entity_columns_logits_in_the_loss(net):
+    """The loss is the cross-entropy of score + bias per column: a constant bias changes
+    nothing, a bias on the gold columns lowers it; the returned scores never include it."""
+    inputs = batch(net.encoder)
+    with torch.no_grad():
+        plain = net.loss(**inputs)
+        shifted = net.loss(**inputs, column_bias=torch.full((4,), 3.0))
+        gold_up = net.loss(**inputs, column_bias=torch.tensor([2.0, 2.0, 2.0, 0.0]))
+    torch.testing.assert_close(shifted["loss.overall"], plain["loss.overall"])
+    assert float(gold_up["loss.overall"]) < float(plain["loss.overall"])
+    assert float(gold_up["loss.text"]) < float(plain["loss.text"])
+    torch.testing.assert_close(gold_up["score"], plain["score"])
+
+
+def test_frequency_bias_is_the_weighted_log_of_one_plus_the_count():
+    import math
+
+    from spacy_m3el.ml.losses import frequency_bias
+
+    assert frequency_bias({"Q1": 3}, 2.0, "Q1") == 2.0 * math.log(4)
+    assert frequency_bias({"Q1": 3}, 2.0, "Q9") == 0.0

@@ -182,3 +182,38 @@ def test_kb_mention_jitter_can_be_switched_off_in_the_config(build_nlp):
     losses = {}
     nlp.update(make_examples(nlp)[:4], sgd=nlp.create_optimizer(), losses=losses)
     assert numpy.isfinite(losses["m3el_linker"])
+
+
+def test_logit_adjustment_biases_each_entity_column_by_its_training_mentions(build_nlp):
+    """initialize counts the gold entities' training mentions; each batch row's loss bias
+    is weight * log(1 + count) (an image swap takes its text's entity's)."""
+    import math
+
+    from spacy_m3el.pipeline.training import component_training_batch, training_examples
+
+    overrides = {"logit_adjustment": 0.5, "n_mined_negatives": 0, "image_swap_negatives": True}
+    nlp = build_nlp(component_overrides=overrides)
+    linker = nlp.get_pipe("m3el_linker")
+    counts = linker.training_counts
+    assert sum(counts.values()) == len(make_examples(nlp)) and counts["Q1"] == 2
+    linker.training_counts = counts = counts.copy()
+    counts["Q1"], counts["Q2"] = 5, 0
+    examples = training_examples(linker, make_examples(nlp)[:4])  # golds Q1, Q1, Q2, Q2
+    batch = component_training_batch(linker, examples)
+    rows = len(batch.entity_features["has_image"])
+    assert batch.column_bias.shape == (rows,) and batch.column_bias.dtype == numpy.float32
+    assert batch.column_bias[batch.labels[0]] == numpy.float32(0.5 * math.log(6))
+    assert batch.column_bias[batch.labels[2]] == 0.0
+    assert batch.column_bias[-2:].tolist() == batch.column_bias[batch.labels[[0, 2]]].tolist()
+    linker.logit_adjustment = 0.0
+    assert component_training_batch(linker, examples).column_bias is None
+    losses = {}
+    nlp.update(make_examples(nlp)[:4], sgd=nlp.create_optimizer(), losses=losses)
+    assert numpy.isfinite(losses["m3el_linker"])
+
+
+def test_negative_logit_adjustment_is_refused(build_nlp):
+    import pytest
+
+    with pytest.raises(ValueError, match="logit_adjustment must be at least 0"):
+        build_nlp(component_overrides={"logit_adjustment": -1.0})
