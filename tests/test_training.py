@@ -69,10 +69,18 @@ def test_spacy_train_runs_a_few_steps(small_corpus, tiny_clip, config):
             "6",
             "--training.eval_frequency",
             "3",
+            # The training-only switches (off in the shipped configs) through spacy train.
+            "--components.m3el_linker.logit_adjustment",
+            "1.0" if config == "demo-clip.cfg" else "0.0",
+            "--components.m3el_linker.model.use_i2t_unit",
+            "true" if config == "demo-clip.cfg" else "false",
         ],
         cwd=small_corpus,
     )
     nlp = spacy.load(out / "model-best")
+    switched = config == "demo-clip.cfg"
+    assert nlp.get_pipe("m3el_linker").logit_adjustment == switched
+    assert nlp.get_pipe("m3el_linker").net.units.i2t == switched
     meta = srsly.read_json(out / "model-best" / "meta.json")
     assert "nel_mrr" in meta["performance"]
     linker = nlp.get_pipe("m3el_linker")
