@@ -45,10 +45,17 @@ def test_configs_are_valid(config):
     run(["-m", "spacy", "debug", "config", str(ROOT / "configs" / config)], cwd=ROOT)
 
 
-@pytest.mark.parametrize("config", ["demo.cfg", "demo-otmel.cfg", "demo-clip.cfg"])
+@pytest.mark.parametrize("config", ["demo.cfg", "demo-otmel.cfg", "demo-clip.cfg", "demo-hard.cfg"])
 def test_spacy_train_runs_a_few_steps(small_corpus, tiny_clip, config):
     out = small_corpus / f"training-{config}"
     corpus = small_corpus / "corpus"
+    # Switches the shipped demo configs leave off, through spacy train on the dual encoder.
+    switches = {"logit_adjustment": "1.0", "model.use_i2t_unit": "true"}
+    extra = [
+        arg
+        for key, value in (switches.items() if config == "demo-clip.cfg" else ())
+        for arg in (f"--components.m3el_linker.{key}", value)
+    ]
     run(
         [
             "-m",
@@ -69,25 +76,21 @@ def test_spacy_train_runs_a_few_steps(small_corpus, tiny_clip, config):
             "6",
             "--training.eval_frequency",
             "3",
-            # The training-only switches (off in the shipped configs) through spacy train.
-            "--components.m3el_linker.logit_adjustment",
-            "1.0" if config == "demo-clip.cfg" else "0.0",
-            "--components.m3el_linker.model.use_i2t_unit",
-            "true" if config == "demo-clip.cfg" else "false",
+            *extra,
         ],
         cwd=small_corpus,
     )
     nlp = spacy.load(out / "model-best")
-    switched = config == "demo-clip.cfg"
-    assert nlp.get_pipe("m3el_linker").logit_adjustment == switched
-    assert nlp.get_pipe("m3el_linker").net.units.i2t == switched
+    linker = nlp.get_pipe("m3el_linker")
+    assert linker.logit_adjustment == (config in ("demo-clip.cfg", "demo-hard.cfg"))
+    assert linker.net.units.i2t == (config == "demo-clip.cfg")
+    assert linker.n_kb_mentions == (16 if config in ("demo-hard.cfg", "demo-otmel.cfg") else 0)
     meta = srsly.read_json(out / "model-best" / "meta.json")
     assert "nel_mrr" in meta["performance"]
-    linker = nlp.get_pipe("m3el_linker")
     assert len(linker.kb) == SMALL_DEMO["n_names"] * SMALL_DEMO["entities_per_name"]
     units = linker.net.units
     assert units.fusion == (config == "demo-otmel.cfg")
-    assert units.late_interaction == (config == "demo.cfg")
+    assert units.late_interaction == (config in ("demo.cfg", "demo-hard.cfg"))
 
 
 def test_spacy_train_runs_the_transformer_pipeline(small_corpus, tiny_clip, tiny_bert):

@@ -44,10 +44,12 @@ def test_every_system_builds_from_the_demo_config(variant, tiny_clip):
     alignment = variant.overrides.get("components.m3el_linker.model.alignment", {})
     aligns = {type(m).__name__ for m in net.modules() if type(m).__name__.endswith("Alignment")}
     assert aligns <= {"OTAlignment" if alignment else "AttentionAlignment"}
-    assert bool(aligns) == (variant.name != "CLIP dual encoder")  # it aligns no tokens
+    global_only = variant.name in ("CLIP dual encoder", "dual encoder + image-to-text")
+    assert bool(aligns) != global_only  # global vectors only: no tokens aligned
     assert (net.fusion_unit is not None) == switch.get("use_fusion_unit", False)
     cross = [switch.get(f"use_{unit}_unit", True) for unit in ("t2v", "v2t")]
     assert [net.units.t2v, net.units.v2t] == cross
+    assert net.units.i2t == switch.get("use_i2t_unit", False)
     assert (net.cross_unit is None) == (not any(cross))
     late = variant.overrides.get("components.m3el_linker.model.use_late_interaction", True)
     assert net.text_unit.late_interaction == late == net.image_unit.late_interaction
