@@ -36,8 +36,7 @@ class TrainingBatch:
     labels (numpy.ndarray[B]): The entity row of each mention's gold entity.
     text_backprops (Dict[str, Callable]): With a text tower, its backprop per role
         ("mention", "entity"), called with the gradient of the role's ``text_tokens``.
-    column_bias (Optional[numpy.ndarray[N]]): Added to each entity row's logits in the
-        loss (``M3ELNet.loss``); None adds nothing.
+    column_bias (Optional[numpy.ndarray[N]]): Added to each entity row's logits in the loss.
     """
 
     mention_features: Features
@@ -427,8 +426,7 @@ def build_m3el_model(
     """Build the network from config values and wrap it; ``initialize`` loads the encoder.
 
     units (Tuple[bool, ...]): The text, image, t2v and v2t units, the contrastive loss,
-        and optionally the fusion unit, late interaction and the i2t unit (``UnitSwitches``
-        order).
+        and optionally the fusion unit, late interaction and i2t (``UnitSwitches`` order).
     contrastive (Tuple[float, ...]): Temperature, inter- and inner-source weights, weight.
     missing_images (str): The policy for image-less items (``ml.missing_images``).
     text_tower (Optional[Model]): A text tower (the encoder must then take text features).

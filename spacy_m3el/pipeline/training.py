@@ -239,8 +239,7 @@ def training_batch(
         listener checks that it received the transformer's output for these).
     augment_mentions (Optional[Callable[[Features], None]]): Changes the featurized
         mentions in place before anything uses them (the KB mentions' image jitter).
-    entity_bias (Optional[Callable[[str], float]]): A KB ID's logit adjustment in the
-        loss (:func:`~..ml.losses.frequency_bias`; an image swap takes its text's entity's).
+    entity_bias (Optional[Callable[[str], float]]): A KB ID's logit adjustment in the loss.
     RETURNS (TrainingBatch): Featurized mentions and entities and the gold columns.
     """
     alias_candidates = [list(candidates) for candidates in alias_candidates]
@@ -440,9 +439,8 @@ def prepare_batch(component: Any, examples: Iterable[Example]) -> None:
 def prepare_training(
     component: Any, docs: List[Doc], image_store: Optional[str], corpora: Corpora
 ) -> None:
-    """What ``initialize`` prepares for training: the entities' training mention counts
-    (for ``logit_adjustment``), the prefetch registration, the token cache
-    (:func:`warm_token_cache`) and, given a folder, the image store
+    """What ``initialize`` prepares for training: the training mention counts, prefetch,
+    the token cache (:func:`warm_token_cache`) and, given a folder, the image store
     (:func:`~.inputs.build_image_store`) of the training docs, ``corpora`` and the KB."""
     component.prepared.clear()
     component.training_counts = Counter(ent.kb_id_ for doc in docs for ent in doc.ents)
