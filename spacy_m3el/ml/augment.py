@@ -9,7 +9,7 @@ store's prepared pixels).
 """
 
 from dataclasses import dataclass
-from typing import Iterable, Sequence, Tuple
+from typing import Iterable, Optional, Sequence, Tuple
 
 import numpy
 import torch
@@ -47,21 +47,29 @@ class ImageJitter:
         if self.noise < 0.0:
             raise ValueError(f"ImageJitter noise must be at least 0, got {self.noise}.")
 
-    def __call__(self, pixels: numpy.ndarray, pixel_std: Sequence[float]) -> numpy.ndarray:
+    def __call__(
+        self,
+        pixels: numpy.ndarray,
+        pixel_std: Sequence[float],
+        rng: Optional[numpy.random.RandomState] = None,
+    ) -> numpy.ndarray:
         """Jittered copies of normalised images.
 
         pixels (numpy.ndarray[n, C, H, W]): The encoder's float32 input pixels.
         pixel_std (Sequence[float]): The image processor's per-channel standard
             deviation (the noise is drawn in intensity units, then normalised).
+        rng (Optional[numpy.random.RandomState]): Draw from this generator (a stored
+            view's own seed) instead of numpy's global one.
         RETURNS (numpy.ndarray[n, C, H, W]): float32; areas shifted into view repeat
             the border pixels.
         """
         n = len(pixels)
         if n == 0:
             return pixels
-        scale = numpy.random.uniform(*self.scale_range, size=n)
-        shift = numpy.random.uniform(-self.max_shift, self.max_shift, size=(n, 2))
-        noise = numpy.random.standard_normal(pixels.shape).astype("float32")
+        rng = numpy.random if rng is None else rng
+        scale = rng.uniform(*self.scale_range, size=n)
+        shift = rng.uniform(-self.max_shift, self.max_shift, size=(n, 2))
+        noise = rng.standard_normal(pixels.shape).astype("float32")
         std = numpy.asarray(pixel_std, dtype="float32").reshape(1, -1, 1, 1)
         # affine_grid maps output to input coordinates in [-1, 1] (a side is 2 long):
         # content at the input's centre appears at 2 * shift, zoomed by scale.
@@ -92,9 +100,12 @@ def jitter_items(
         pixels[rows] = jitter(pixels[rows], pixel_std)
 
 
+JitterGroups = Iterable[Tuple[Sequence[int], ImageJitter]]
+
+
 def jitter_groups(
     features: dict,
-    groups: Iterable[Tuple[Sequence[int], ImageJitter]],
+    groups: JitterGroups,
     pixel_std: Sequence[float],
 ) -> None:
     """Jitter, in place, each group of items of a featurized batch with its own jitter,

@@ -10,7 +10,9 @@ import numpy
 import torch
 from torch import nn
 
+from .augment import JitterGroups, jitter_groups
 from .pixels import PreparedPixels, finish_pixels
+from .token_ids import TokenIds
 
 
 def _single_thread_after_fork() -> None:
@@ -22,7 +24,6 @@ def _single_thread_after_fork() -> None:
 
 os.register_at_fork(after_in_child=_single_thread_after_fork)
 
-TOKEN_CACHE_SIZE = 200_000
 
 TOKENIZER_FILES = (
     "vocab.json",
@@ -90,7 +91,7 @@ class CLIPEncoder(nn.Module):
         self.tokenizer = None
         self.image_processor = None
         self._blank: Optional[numpy.ndarray] = None
-        self._token_ids: Dict[str, Tuple[int, ...]] = {}
+        self._token_ids = TokenIds()
 
     @property
     def is_loaded(self) -> bool:
@@ -124,7 +125,7 @@ class CLIPEncoder(nn.Module):
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self._blank = None
-        self._token_ids = {}
+        self._token_ids.clear()
         self.max_length = min(self.max_length, clip.config.text_config.max_position_embeddings)
 
     def _check_widths(self, config) -> None:
@@ -203,10 +204,16 @@ class CLIPEncoder(nn.Module):
             )
 
     def featurize(
-        self, texts: Sequence[str], images: Sequence[Optional[object]]
+        self,
+        texts: Sequence[str],
+        images: Sequence[Optional[object]],
+        jitter: Optional[JitterGroups] = None,
     ) -> Dict[str, numpy.ndarray]:
         """Tokenize texts and preprocess images (PIL RGB images, :class:`PreparedPixels`
         from an image store, which only need rescaling and normalising, or None).
+
+        jitter (Optional[JitterGroups]): (items, jitter) pairs: these items' pixels are
+            jittered (training only), group by group.
 
         RETURNS (Dict[str, numpy.ndarray]): ``input_ids``, ``attention_mask``,
             ``pixel_values`` (only for the items that have an image) and
@@ -217,42 +224,29 @@ class CLIPEncoder(nn.Module):
         return {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
-            **self.image_features(images),
+            **self.image_features(images, jitter),
         }
 
-    def image_features(self, images: Sequence[Optional[object]]) -> Dict[str, numpy.ndarray]:
-        """``pixel_values`` of the items that have an image and ``has_image`` per item."""
+    def image_features(
+        self, images: Sequence[Optional[object]], jitter: Optional[JitterGroups] = None
+    ) -> Dict[str, numpy.ndarray]:
+        """``pixel_values`` of the items that have an image (jittered as asked) and
+        ``has_image`` per item."""
         self._require_loaded()
-        return {
+        features = {
             "pixel_values": self.pixel_values([image for image in images if image is not None]),
             "has_image": numpy.array([image is not None for image in images], dtype=bool),
         }
+        if jitter:
+            jitter_groups(features, jitter, self.image_processor.image_std)
+        return features
 
     def tokenize(self, texts: Sequence[str]) -> Tuple[numpy.ndarray, numpy.ndarray]:
         """Token IDs and attention mask (int64 ``[n, L]``, padded to the longest text,
-        truncated to ``max_length``), as the tokenizer's padded call gives them.
-
-        Each text's IDs are kept (up to ``TOKEN_CACHE_SIZE`` texts), so the KB entities
-        that training meets again and again are tokenized once.
-        """
+        truncated to ``max_length``), as the tokenizer's padded call gives them; each
+        text's IDs are kept (``token_ids.TokenIds``)."""
         self._require_loaded()
-        cache = self._token_ids
-        missing = list(dict.fromkeys(text for text in texts if text not in cache))
-        if missing:
-            if len(cache) + len(missing) > TOKEN_CACHE_SIZE:
-                cache.clear()
-            encoded = self.tokenizer(missing, truncation=True, max_length=self.max_length)
-            cache.update(zip(missing, map(tuple, encoded["input_ids"])))
-        ids = [cache[text] for text in texts]
-        length = max((len(i) for i in ids), default=0)
-        input_ids = numpy.full((len(ids), length), self.tokenizer.pad_token_id, dtype="int64")
-        attention_mask = numpy.zeros((len(ids), length), dtype="int64")
-        left = self.tokenizer.padding_side == "left"
-        for row, item in enumerate(ids):
-            span = slice(length - len(item), length) if left else slice(0, len(item))
-            input_ids[row, span] = item
-            attention_mask[row, span] = 1
-        return input_ids, attention_mask
+        return self._token_ids(self.tokenizer, texts, self.max_length)
 
     def pixel_values(self, images: Sequence[object]) -> numpy.ndarray:
         """The processor's float32 ``[n, 3, H, W]`` pixels of PIL images and prepared ones."""

@@ -18,10 +18,12 @@ import numpy
 from spacy.tokens import Doc
 from thinc.api import ArgsKwargs, Model, PyTorchWrapper_v3
 
+from .augment import JitterGroups
 from .bi_encoder import RetrievalSpec
 from .serialization import deserialize_net, serialize_net
 from .sides import SideArrays, concat_sides
 from .text_tower import MentionWindow
+from .token_ids import TOKEN_CACHE_SIZE
 
 Features = Dict[str, numpy.ndarray]
 ROLES = ("mention", "entity")
@@ -108,8 +110,6 @@ class M3ELModel(Model):
     @property
     def token_cache_size(self) -> int:
         """How many texts' token IDs the encoder keeps."""
-        from .encoder import TOKEN_CACHE_SIZE
-
         return TOKEN_CACHE_SIZE
 
     def tokenize(self, texts: Sequence[str]) -> Tuple[numpy.ndarray, numpy.ndarray]:
@@ -158,18 +158,20 @@ class M3ELModel(Model):
         batch_docs: Optional[List[Doc]] = None,
         *,
         is_train: bool = True,
+        jitter: Optional[JitterGroups] = None,
     ) -> Tuple[Features, Optional[Callable[[numpy.ndarray], None]]]:
         """:meth:`featurize` for a training step: also the text tower's backprop (None
-        without a text tower). ``batch_docs``: every doc of the step, in order."""
+        without a text tower). ``batch_docs``: every doc of the step, in order;
+        ``jitter``: (items, jitter) groups whose images are jittered."""
         tower = self.text_tower
         if tower is None:
-            return self.net.encoder.featurize(texts, images), None
+            return self.net.encoder.featurize(texts, images, jitter), None
         if windows is not None:
             arrays, backprop = tower.mention_arrays(windows, batch_docs, is_train)
         else:
             arrays, backprop = tower.text_arrays(texts, is_train)
         self.net.encoder.check_text_width(arrays.tokens.shape[-1])
-        return {**arrays.features(), **self.net.encoder.image_features(images)}, backprop
+        return {**arrays.features(), **self.net.encoder.image_features(images, jitter)}, backprop
 
     def encode(
         self,
@@ -278,7 +280,11 @@ class M3ELModel(Model):
         for name, module in net.named_modules():
             if hasattr(module, "cache_key"):  # e.g. OT settings, a teacher or a student
                 digest.update(f"{name}={module.cache_key()}".encode("utf8"))
+        # Frozen tower weights are in their cache_key() above; hashing them every call is slow.
+        frozen = {f"encoder.{n}" for n in getattr(net.encoder, "frozen_state_names", tuple)()}
         for name, tensor in sorted(net.state_dict().items()):
+            if name in frozen:
+                continue
             digest.update(name.encode("utf8"))
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
         return digest.hexdigest()
@@ -298,7 +304,8 @@ class M3ELModel(Model):
         """
         super().finish_update(optimizer)
         for parameter in self.net.parameters():
-            parameter.data = parameter.data.clone()
+            if parameter.requires_grad:  # frozen towers' weights never move
+                parameter.data = parameter.data.clone()
 
 
 @contextmanager

@@ -7,7 +7,8 @@ from itertools import chain
 from pathlib import Path
 from typing import Any, Hashable, Iterable, Iterator, List, Optional, Tuple, Union
 
-from spacy.tokens import Doc, Span
+from spacy.tokens import Doc, DocBin, Span
+from spacy.training.corpus import walk_corpus
 
 from ..image_store import ImageStore
 from ..images import (
@@ -179,9 +180,6 @@ def build_image_store(
     component (M3ELLinker): Gives the KB, the image attribute, the model's image
         processor and the loader.
     """
-    from spacy.tokens import DocBin
-    from spacy.training.corpus import walk_corpus
-
     if corpora is None or isinstance(corpora, (str, Path)):
         corpora = [corpora]
     for corpus in corpora:
@@ -192,14 +190,7 @@ def build_image_store(
             )
 
     def values() -> Iterator[object]:
-        extra = (
-            doc
-            for corpus in corpora
-            if corpus is not None
-            for file in walk_corpus(corpus, ".spacy")
-            for doc in DocBin().from_disk(file).get_docs(component.vocab)
-        )
-        for doc in chain(docs, extra):
+        for doc in chain(docs, corpus_docs(component, corpora)):
             yield get_image(doc, component.image_attr)
         kb = component.kb
         for record in kb.records():
@@ -207,6 +198,18 @@ def build_image_store(
 
     component.images.store = ImageStore.build(path, component.model.image_processor, values())
     return component.images.store
+
+
+def corpus_docs(component: Any, corpora: Corpora) -> Iterator[Doc]:
+    """The docs (in ``component``'s vocab) of ``.spacy`` files or folders (None, a path
+    or a list of them)."""
+    if corpora is None or isinstance(corpora, (str, Path)):
+        corpora = [corpora]
+    for corpus in corpora:
+        if corpus is None:
+            continue
+        for file in walk_corpus(corpus, ".spacy"):
+            yield from DocBin().from_disk(file).get_docs(component.vocab)
 
 
 def _decode(value: ImageValue) -> Tuple[object, Optional[str]]:

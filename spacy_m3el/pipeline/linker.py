@@ -239,6 +239,7 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
         kb_loader: Optional[Callable[[Vocab], MultimodalKB]] = None,
         image_store: Optional[str] = None,
         image_store_corpora: Corpora = None,
+        feature_store: Optional[str] = None,
     ) -> None:
         """Load the KB and the pretrained encoder weights; build the image store.
 
@@ -247,6 +248,8 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
         image_store (Optional[str]): Folder of the image store (``build_image_store``).
         image_store_corpora (Union[str, List[str], None]): ``.spacy`` files or folders
             (such as the dev corpus) whose images the store holds too.
+        feature_store (Optional[str]): Folder of the frozen towers' outputs
+            (``features.build_feature_store``: the same docs, corpora and KB).
         """
         if get_examples is not None:
             validate_get_examples(get_examples, "M3ELLinker.initialize")
@@ -259,7 +262,7 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
         if get_examples is not None and not self.ignore_missing_gold:
             check_gold_sample(self.kb, islice(get_examples(), 50), self.name)
         docs = [eg.reference for eg in get_examples()] if get_examples is not None else []
-        prepare_training(self, docs, image_store, image_store_corpora)
+        prepare_training(self, docs, image_store, image_store_corpora, feature_store)
 
     # Prediction ---------------------------------------------------------------
 

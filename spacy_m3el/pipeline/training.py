@@ -12,12 +12,13 @@ from spacy.attrs import IDX, ORTH, SENT_START, SPACY
 from spacy.tokens import Doc, Span
 from spacy.training import Example
 
-from ..images import copy_image, set_image
+from ..images import copy_image
 from ..kb import MultimodalKB
-from ..ml.augment import jitter_groups
+from ..ml.augment import JitterGroups
 from ..ml.losses import frequency_bias
 from ..ml.model import Features, M3ELModel, TrainingBatch
 from . import prefetch
+from .features import build_feature_store, stores_features
 from .gold import GOLD_NOT_IN_KB, GOLD_OK, gold_status, missing_gold_message
 from .inputs import (
     Corpora,
@@ -27,6 +28,7 @@ from .inputs import (
     mention_inputs,
     mention_text,
 )
+from .kb_mentions import kb_mentions, random_image_choice
 
 TOKEN_ATTRS = [ORTH, IDX, SPACY]
 
@@ -215,7 +217,7 @@ def training_batch(
     mine: Optional[Callable[[Features], List[List[str]]]] = None,
     image_swaps: bool = False,
     batch_docs: Optional[List[Doc]] = None,
-    augment_mentions: Optional[Callable[[Features], None]] = None,
+    mention_jitter: Optional[JitterGroups] = None,
     entity_bias: Optional[Callable[[str], float]] = None,
 ) -> TrainingBatch:
     """The model's inputs for a batch of gold mentions.
@@ -237,18 +239,17 @@ def training_batch(
         image-dependent units, which must tell them apart.
     batch_docs (Optional[List[Doc]]): Every doc of the step, in order (a text tower's
         listener checks that it received the transformer's output for these).
-    augment_mentions (Optional[Callable[[Features], None]]): Changes the featurized
-        mentions in place before anything uses them (the KB mentions' image jitter).
+    mention_jitter (Optional[JitterGroups]): (mention items, jitter) groups whose images
+        are jittered when featurized (the KB mentions', and with ``mention_jitter`` the
+        training mentions').
     entity_bias (Optional[Callable[[str], float]]): A KB ID's logit adjustment in the loss.
     RETURNS (TrainingBatch): Featurized mentions and entities and the gold columns.
     """
     alias_candidates = [list(candidates) for candidates in alias_candidates]
     texts, windows = mention_inputs(model, spans, max_context_tokens)
     mention_features, mention_backprop = model.featurize_for_update(
-        texts, mention_images, windows, batch_docs
+        texts, mention_images, windows, batch_docs, jitter=mention_jitter
     )
-    if augment_mentions is not None:
-        augment_mentions(mention_features)
     mined = mine(mention_features) if mine is not None else [[] for _ in spans]
     entity_ids = list(dict.fromkeys(gold_ids))
     for gold, candidates, hard in zip(gold_ids, alias_candidates, mined):
@@ -338,10 +339,6 @@ def component_training_batch(component: Any, examples: List[Example]) -> Optiona
             kb_items = range(len(spans), len(spans) + len(kb_spans))
             jitters.append((kb_items, component.kb_mention_jitter))
         spans, gold_ids = spans + kb_spans, gold_ids + kb_ids
-    augment = None
-    if jitters:
-        std = model.image_processor.image_std
-        augment = partial(jitter_groups, groups=jitters, pixel_std=std)
 
     def mine(mention_features: Features) -> List[List[str]]:
         mentions = model.encode_features("mention", mention_features)
@@ -362,48 +359,13 @@ def component_training_batch(component: Any, examples: List[Example]) -> Optiona
         mine=mine if miner.enabled else None,
         image_swaps=component.image_swap_negatives,
         batch_docs=[eg.predicted for eg in examples],
-        augment_mentions=augment,
+        mention_jitter=jitters or None,
         entity_bias=(
             partial(frequency_bias, component.training_counts, component.logit_adjustment)
             if component.logit_adjustment
             else None
         ),
     )
-
-
-def kb_mentions(component: Any, n: int) -> Tuple[List[Span], List[str]]:
-    """Up to n KB entities with an image as mentions of themselves, drawn at random
-    (numpy's global generator, seeded by spaCy).
-
-    Each is a doc whose text is the entity's name, one span over it and one of the
-    entity's images (``component.image_attr``). Entities with a blank name or no
-    readable image are left out. Only used when the model uses images.
-    """
-    kb = component.kb
-    records = sorted(
-        (r for r in kb.records() if r.images and r.name.split()), key=lambda r: r.kb_id
-    )
-    spans, gold_ids = [], []
-    for i in numpy.random.permutation(len(records)):
-        if len(spans) == n:
-            break
-        record = records[i]
-        ref = kb.resolve_image(record.images[random_image_choice(len(record.images))])
-        if component.images.load(ref)[0] is None:
-            continue
-        words = record.name.split()
-        doc = Doc(component.vocab, words=words, spaces=[True] * (len(words) - 1) + [False])
-        doc.ents = [Span(doc, 0, len(doc), label="ENTITY")]
-        # The stored reference, not the decoded image: the image store serves it by it.
-        set_image(doc, ref, component.image_attr)
-        spans.append(doc.ents[0])
-        gold_ids.append(record.kb_id)
-    return spans, gold_ids
-
-
-def random_image_choice(n_images: int) -> int:
-    """One of ``n_images`` at random, from numpy's global generator (seeded by spaCy)."""
-    return int(numpy.random.randint(n_images))
 
 
 def warm_token_cache(component: Any, docs: Iterable[Doc], chunk: int = 1024) -> None:
@@ -437,14 +399,21 @@ def prepare_batch(component: Any, examples: Iterable[Example]) -> None:
 
 
 def prepare_training(
-    component: Any, docs: List[Doc], image_store: Optional[str], corpora: Corpora
+    component: Any,
+    docs: List[Doc],
+    image_store: Optional[str],
+    corpora: Corpora,
+    feature_store: Optional[str] = None,
 ) -> None:
     """What ``initialize`` prepares for training: the training mention counts, prefetch,
-    the token cache (:func:`warm_token_cache`) and, given a folder, the image store
-    (:func:`~.inputs.build_image_store`) of the training docs, ``corpora`` and the KB."""
+    the token cache (:func:`warm_token_cache`) and, given folders, the image store
+    (:func:`~.inputs.build_image_store`) and, for frozen towers, the feature store
+    (:func:`~.features.build_feature_store`) of the training docs, ``corpora`` and the KB."""
     component.prepared.clear()
     component.training_counts = Counter(ent.kb_id_ for doc in docs for ent in doc.ents)
     prefetch.register(component)
     warm_token_cache(component, docs)
     if image_store is not None and component.model.needs_images:
         build_image_store(component, image_store, docs, corpora)
+    if feature_store is not None and stores_features(component.model):
+        build_feature_store(component, feature_store, docs, corpora)
