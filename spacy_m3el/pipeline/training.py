@@ -415,5 +415,7 @@ def prepare_training(
     warm_token_cache(component, docs)
     if image_store is not None and component.model.needs_images:
         build_image_store(component, image_store, docs, corpora)
-    if feature_store is not None and stores_features(component.model):
-        build_feature_store(component, feature_store, docs, corpora)
+    if stores_features(component.model) and (feature_store or image_store) is not None:
+        # Beside the image store unless named: "<image store>.features".
+        folder = feature_store if feature_store is not None else f"{image_store}.features"
+        build_feature_store(component, folder, docs, corpora)

