@@ -93,6 +93,32 @@ def test_spacy_train_runs_a_few_steps(small_corpus, tiny_clip, config):
     assert units.late_interaction == (config in ("demo.cfg", "demo-hard.cfg"))
 
 
+def test_spacy_train_runs_the_pretrained_towers_config(small_corpus, tiny_bert, tmp_path):
+    """configs/demo-pretrained.cfg (frozen towers, feature store) with a random
+    EfficientNet-Lite0 and a tiny BERT in place of the installed weights."""
+    import torch
+    from efficientnet_lite_pytorch import EfficientNet
+
+    weights = tmp_path / "lite0.pth"
+    torch.save(EfficientNet.from_name("efficientnet-lite0", image_size=32).state_dict(), weights)
+    out, corpus = small_corpus / "training-pretrained", small_corpus / "corpus"
+    paths = {"train": "train.spacy", "dev": "dev.spacy", "kb": "kb"}
+    args = [f"--paths.{key}={corpus / name}" for key, name in paths.items()]
+    vision = "--components.m3el_linker.model.encoder.vision"
+    args += [f"--paths.transformer={tiny_bert}", f"--paths.image_store={tmp_path / 'images'}"]
+    args += [f"{vision}.weights_path={weights}", f"{vision}.image_size=32"]
+    args += ["--components.m3el_linker.model.encoder.text.width=32"]
+    args += ["--training.max_steps=4", "--training.eval_frequency=2"]
+    config = str(ROOT / "configs" / "demo-pretrained.cfg")
+    run(["-m", "spacy", "train", config, "--output", str(out), *args], cwd=small_corpus)
+    nlp = spacy.load(out / "model-best")
+    encoder = nlp.get_pipe("m3el_linker").model.net.encoder
+    assert type(encoder).__name__ == "TowerEncoder" and encoder.vision.output_block == 14
+    assert not any(p.requires_grad for p in encoder.vision.net.parameters())
+    assert (tmp_path / "images.features" / "vision").is_dir()  # beside the image store
+    assert "nel_kb_mrr" in srsly.read_json(out / "model-best" / "meta.json")["performance"]
+
+
 def test_spacy_train_runs_the_transformer_pipeline(small_corpus, tiny_clip, tiny_bert):
     """transformer + ner + m3el_linker (configs/demo-trf.cfg) with a tiny BERT."""
     out = small_corpus / "training-trf"

