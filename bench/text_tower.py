@@ -15,21 +15,14 @@ also on raw text (its NER's spans: NER F and end-to-end linking F).
 """
 
 import argparse
-import json
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from .common import ROOT, command_line, machine, publish
+from .common import command_line, machine, publish
+from .runs import evaluate_split, run_module, train_config
 
 HEADING = "## Text tower: shared transformer against the from-scratch CLIP text tower"
-
-
-def _module(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", *args], check=True, cwd=ROOT)
 
 
 SMALL = ["--n-names", "4", "--entities-per-name", "2", "--mentions-per-entity", "4"]
@@ -43,13 +36,13 @@ def prepare(work: Path, transformer: Optional[Path], small: bool) -> Dict[str, P
     assets, corpus = work / "assets", work / "corpus"
     if not (corpus / "train.spacy").exists():
         demo = ["make-demo", "--output", str(assets), "--hard", "true"] + (SMALL if small else [])
-        _module("spacy_m3el", *demo)
+        run_module("spacy_m3el", *demo)
         prepare_args = ["--dataset", "demo", "--dataset-dir", str(assets)]
-        _module("spacy_m3el", "prepare", *prepare_args, "--output", str(corpus))
+        run_module("spacy_m3el", "prepare", *prepare_args, "--output", str(corpus))
     clip = work / "tiny-clip-64"
     if not (clip / "config.json").exists():
         clip_args = ["--output", str(clip), "--corpus-from", str(assets), "--image-size", "64"]
-        _module("spacy_m3el", "make-tiny-clip", *clip_args)
+        run_module("spacy_m3el", "make-tiny-clip", *clip_args)
     transformer = transformer or work / "all-minilm-l6-v2"
     print(ensure_transformer(transformer))
     return {"corpus": corpus, "clip": clip, "transformer": transformer}
@@ -70,47 +63,7 @@ def train(
         "training.eval_frequency": max(1, steps // 4),
         **extra,
     }
-    args = [
-        f"--{key}={json.dumps(v) if isinstance(v, bool) else v}" for key, v in overrides.items()
-    ]
-    record = output / "train-minutes.txt"  # a rerun with the same --work reuses the run
-    if not record.exists():
-        start = time.perf_counter()
-        _module("spacy", "train", str(ROOT / "configs" / config), "--output", str(output), *args)
-        record.write_text(f"{(time.perf_counter() - start) / 60:.3f}\n")
-    return float(record.read_text())
-
-
-def evaluate(model: Path, corpus: Path) -> Dict[str, object]:
-    """Full-KB ranking of the test mentions, split by whether the gold was seen in training;
-    raw-text NER and linking when the pipeline has an NER."""
-    import spacy
-    from spacy.tokens import DocBin
-
-    from spacy_m3el.evaluation import (
-        evaluate_pipeline,
-        find_linker,
-        gold_mentions,
-        rank_all_entities,
-    )
-    from spacy_m3el.readers import read_examples
-
-    nlp = spacy.load(model)
-    linker = find_linker(nlp)
-    examples = read_examples(nlp, corpus / "test.spacy", image_attr=linker.image_attr)
-    metrics = evaluate_pipeline(nlp, examples, candidates=False)
-    seen = {
-        ent.kb_id_
-        for doc in DocBin().from_disk(corpus / "train.spacy").get_docs(nlp.vocab)
-        for ent in doc.ents
-    }
-    spans, gold_ids, _ = gold_mentions(examples, linker)
-    ranks = rank_all_entities(linker, spans, gold_ids).ranks
-    for name, keep in (("seen", True), ("zero_shot", False)):
-        subset = [rank for rank, gold in zip(ranks, gold_ids) if (gold in seen) == keep]
-        metrics[f"hits@1_{name}"] = sum(r == 1 for r in subset) / len(subset) if subset else None
-        metrics[f"n_{name}"] = len(subset)
-    return metrics
+    return train_config(config, output, overrides)
 
 
 def row(name: str, config: str, steps: int, minutes: float, metrics: Dict[str, object]) -> str:
@@ -178,7 +131,7 @@ def main(argv: Optional[List[str]] = None) -> str:
     for i, (name, config, steps, extra) in enumerate(runs):
         output = work / f"training-{i}-{config}"
         minutes = train(config, output, paths, steps, extra)
-        metrics = evaluate(output / "model-best", paths["corpus"])
+        metrics = evaluate_split(output / "model-best", paths["corpus"])
         counts = {key: metrics[key] for key in ("n_seen", "n_zero_shot")}
         rows.append(row(name, config, steps, minutes, metrics))
     return publish(

@@ -116,7 +116,8 @@ def test_scale_writes_the_repository_report_only_for_full_size_runs():
 
 
 @pytest.mark.parametrize(
-    "script", ["scale", "approximate_index", "pipe_memory", "otmel", "text_tower", "scaleout"]
+    "script",
+    ["scale", "approximate_index", "pipe_memory", "otmel", "text_tower", "scaleout", "pretrained"],
 )
 def test_benchmarks_run_as_modules(script):
     result = subprocess.run(
@@ -254,6 +255,32 @@ def test_text_tower_smoke(tmp_path, tiny_bert):
         assert 0 <= float(cells[4]) <= 100 and 0 <= float(cells[7]) <= 100  # Hits@1, zero-shot
     assert rows[0].split("|")[-2].strip() == "–"  # no NER in demo.cfg
     assert float(rows[1].split("|")[-3]) >= 0  # NER F of the transformer pipeline
+
+
+def test_pretrained_smoke(tmp_path, tiny_bert):
+    """The three rows (tiny CLIP, frozen towers, last blocks trained) on a small hard demo,
+    with a random EfficientNet-Lite0 and a tiny BERT: metrics, shape probe, store figures."""
+    import torch
+    from efficientnet_lite_pytorch import EfficientNet
+
+    from bench import pretrained
+
+    weights = tmp_path / "lite0.pth"
+    torch.save(EfficientNet.from_name("efficientnet-lite0", image_size=32).state_dict(), weights)
+    output = tmp_path / "BENCHMARKS.md"
+    args = ["--work", str(tmp_path / "work"), "--small", "--steps", "2", "--datasets", "hard"]
+    args += ["--transformer", tiny_bert, "--text-width", "32", "--vision-weights", str(weights)]
+    text = pretrained.main(args + ["--output", str(output)])
+    assert text in output.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| hard")]
+    assert len(rows) == 3
+    for row in rows:
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert all(0 <= float(cells[i]) <= 100 for i in (6, 7, 10))  # Hits@1, MRR, shape
+    store = [cell.strip() for cell in rows[1].strip("|").split("|")][-1]
+    items, bytes_per_item, _ = (float(part) for part in store.split(" / "))
+    assert items > 0 and bytes_per_item > 0
+    assert rows[0].split("|")[-2].strip() == "–"  # the tiny CLIP stores no features
 
 
 def test_scaleout_smoke(demo_work, tmp_path, repository_report_unchanged):

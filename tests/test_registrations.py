@@ -52,6 +52,10 @@ EXPECTED_NAMES = {
     "spacy_misc": {
         "spacy_m3el.CLIPEncoder.v1",
         "spacy_m3el.CLIPVisionEncoder.v1",
+        "spacy_m3el.TowerEncoder.v1",
+        "spacy_m3el.EfficientNetLite.v1",
+        "spacy_m3el.HFVisionTower.v1",
+        "spacy_m3el.HFTextTower.v1",
         "spacy_m3el.AttentionAlignment.v1",
         "spacy_m3el.OTAlignment.v1",
         "spacy_m3el.ImageJitter.v1",
@@ -316,8 +320,13 @@ def test_registry_names_resolve_without_importing_the_package(tmp_path):
     )
     result = json.loads(fresh_python(code, tmp_path))
     assert result["before"] is False
-    # The thin registration modules: registrations and registrations_trf (the text tower's).
-    thin = {"spacy_m3el.registrations", "spacy_m3el.registrations_trf"}
+    # The thin registration modules: registrations, registrations_trf (the text tower's)
+    # and the pretrained towers' registry (ml/towers/registry.py).
+    thin = {
+        "spacy_m3el.registrations",
+        "spacy_m3el.registrations_trf",
+        "spacy_m3el.ml.towers.registry",
+    }
     found = result["found"]
     assert found.pop("factories") == ["spacy_m3el.registrations", True]
     assert {reg: len(group) for reg, group in found.items()} == {

@@ -8,12 +8,14 @@ memory-mapped :class:`~spacy_m3el.ml.towers.store.FeatureStore`. Items already s
 for the same tower are not computed again.
 """
 
+import time
 from itertools import chain
 from pathlib import Path
 from typing import Any, Iterable, Iterator, List, Optional, Tuple, Union
 
 from spacy.tokens import Doc
 from tqdm import tqdm
+from wasabi import msg
 
 from ..images import get_image
 from .inputs import Corpora, corpus_docs, entity_text, mention_text
@@ -37,6 +39,7 @@ def build_feature_store(
 
     RETURNS (int): The number of items (texts and images) it holds.
     """
+    start = time.perf_counter()
     encoder = component.model.net.encoder
     encoder.attach_feature_store(str(path))
     mentions = list(_mention_items(component, chain(docs, corpus_docs(component, corpora))))
@@ -50,7 +53,13 @@ def build_feature_store(
                 encoder.store_features([t for t, _ in part], [i for _, i in part], item_jitter)
                 bar.update(len(part))
     encoder.flush_stores()
-    return sum(len(store) for store in encoder.stores.values())
+    items = sum(len(store) for store in encoder.stores.values())
+    size = sum(store.nbytes for store in encoder.stores.values())
+    msg.info(
+        f"{component.name}: feature store {path}: {items} items, {size / 2**20:.1f} MiB "
+        f"({size / max(items, 1):.0f} B per item), built in {time.perf_counter() - start:.1f} s"
+    )
+    return items
 
 
 def _mention_items(component: Any, docs: Iterable[Doc]) -> Iterator[Tuple[str, Optional[object]]]:
