@@ -114,7 +114,9 @@ def test_spacy_train_runs_the_pretrained_towers_config(small_corpus, tiny_bert, 
     nlp = spacy.load(out / "model-best")
     encoder = nlp.get_pipe("m3el_linker").model.net.encoder
     assert type(encoder).__name__ == "TowerEncoder" and encoder.vision.output_block == 14
-    assert not any(p.requires_grad for p in encoder.vision.net.parameters())
+    assert encoder.vision.trained_blocks == 2  # blocks 13 and 14 learn, the rest is stored
+    assert not any(p.requires_grad for p in encoder.vision.net._blocks[:12].parameters())
+    assert all(p.requires_grad for p in encoder.vision.net._blocks[12:].parameters())
     assert (tmp_path / "images.features" / "vision").is_dir()  # beside the image store
     assert "nel_kb_mrr" in srsly.read_json(out / "model-best" / "meta.json")["performance"]
 
