@@ -263,6 +263,11 @@ def output_path(given: Optional[Path], full_run: bool, work: Path) -> Path:
     return BENCHMARKS_MD if full_run else Path(work) / "BENCHMARKS.md"
 
 
+def pct(value) -> str:
+    """A share as a percentage with two decimals ("–" for none), for report tables."""
+    return "–" if value is None else f"{float(value) * 100:.2f}"
+
+
 def int_list(text: str) -> List[int]:
     """``"1000,10000"`` -> ``[1000, 10000]`` (for argparse)."""
     return [int(part) for part in text.split(",") if part.strip()]

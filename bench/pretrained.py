@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from .common import command_line, machine, publish
+from .common import command_line, machine, pct, publish
 from .runs import evaluate_split, run_module, train_config
 
 HEADING = "## Pretrained towers against the tiny CLIP from scratch"
@@ -101,9 +101,6 @@ def shape_probe(model: Path) -> float:
 
 
 def row(dataset: str, name: str, config: str, minutes: float, m: Dict[str, object]) -> str:
-    def pct(value) -> str:
-        return "–" if value is None else f"{float(value) * 100:.2f}"
-
     store = (
         f"{m['store_items']} / {m['store_bytes']} / {m['store_s']:.0f}"
         if m.get("store_items")

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from .common import command_line, machine, publish
+from .common import command_line, machine, pct, publish
 from .runs import evaluate_split, run_module, train_config
 
 HEADING = "## Text tower: shared transformer against the from-scratch CLIP text tower"
@@ -67,9 +67,6 @@ def train(
 
 
 def row(name: str, config: str, steps: int, minutes: float, metrics: Dict[str, object]) -> str:
-    def pct(value) -> str:
-        return "–" if value is None else f"{float(value) * 100:.2f}"
-
     raw = metrics.get("raw_text") or {}
     return (
         f"| {name} | `{config}` | {steps} | {minutes:.1f} | {pct(metrics['hits@1'])} | "

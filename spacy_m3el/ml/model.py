@@ -10,23 +10,22 @@ starts from the loss itself.
 """
 
 import hashlib
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy
 from spacy.tokens import Doc
-from thinc.api import ArgsKwargs, Model, PyTorchWrapper_v3
+from thinc.api import Model, PyTorchWrapper_v3
 
 from .augment import JitterGroups
 from .bi_encoder import RetrievalSpec
 from .serialization import deserialize_net, serialize_net
+from .shim import ROLES, NetCall, convert_inputs, convert_outputs, deterministic_torch
 from .sides import SideArrays, concat_sides
 from .text_tower import MentionWindow
 from .token_ids import TOKEN_CACHE_SIZE
 
 Features = Dict[str, numpy.ndarray]
-ROLES = ("mention", "entity")
 
 
 @dataclass
@@ -48,14 +47,6 @@ class TrainingBatch:
     column_bias: Optional[numpy.ndarray] = None
 
 
-@dataclass
-class _NetCall:
-    """A call of one of the network's entry points through the PyTorch wrapper."""
-
-    method: Callable[..., Any]
-    inputs: Dict[str, Any] = field(default_factory=dict)
-
-
 class M3ELModel(Model):
     """The M3EL network as a Thinc model with a typed interface.
 
@@ -68,8 +59,8 @@ class M3ELModel(Model):
     def __init__(self, net, text_tower: Optional[Model] = None) -> None:
         wrapper = PyTorchWrapper_v3(
             net,
-            convert_inputs=_convert_inputs,
-            convert_outputs=_convert_outputs,
+            convert_inputs=convert_inputs,
+            convert_outputs=convert_outputs,
             serialize_model=serialize_net,
             deserialize_model=deserialize_net,
         )
@@ -290,7 +281,7 @@ class M3ELModel(Model):
         return digest.hexdigest()
 
     def _call(self, method: Callable[..., Any], **inputs) -> Any:
-        return self.layers[0].predict(_NetCall(method, inputs))
+        return self.layers[0].predict(NetCall(method, inputs))
 
     # Training -----------------------------------------------------------------
 
@@ -308,31 +299,12 @@ class M3ELModel(Model):
                 parameter.data = parameter.data.clone()
 
 
-@contextmanager
-def deterministic_torch():
-    """Use torch's deterministic kernels inside the block, then restore the setting.
-
-    Some CPU backward kernels (in CLIP's text tower) accumulate in an order
-    that depends on thread scheduling; without this, two trainings with the
-    same seed end with different weights.
-    """
-    import torch
-
-    enabled = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
-
-
 def _forward(
     model: M3ELModel, batch: TrainingBatch, is_train: bool
 ) -> Tuple[Dict[str, Any], Callable[[Any], None]]:
     from .network import M3ELNet
 
-    call = _NetCall(
+    call = NetCall(
         M3ELNet.loss,
         {
             "mention_features": batch.mention_features,
@@ -363,59 +335,6 @@ def _index(entity_index: Optional[numpy.ndarray]) -> Optional[numpy.ndarray]:
 
 def _init(model: M3ELModel, X: Any = None, Y: Any = None) -> None:
     model.net.encoder.load_pretrained()
-
-
-def _to_torch(value: Any, device) -> Any:
-    import torch
-
-    if isinstance(value, dict):
-        return {key: _to_torch(item, device) for key, item in value.items()}
-    if isinstance(value, numpy.ndarray):
-        return torch.from_numpy(numpy.ascontiguousarray(value)).to(device)
-    return value
-
-
-def _to_numpy(value: Any) -> Any:
-    import torch
-
-    if isinstance(value, dict):
-        return {key: _to_numpy(item) for key, item in value.items()}
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().numpy()
-    return value
-
-
-def _convert_inputs(model: Model, X: _NetCall, is_train: bool):
-    device = model.shims[0].device
-    kwargs = _to_torch(X.inputs, device)
-    roles = [role for role in ROLES if "text_tokens" in kwargs.get(f"{role}_features", {})]
-    if is_train:
-        for role in roles:  # text features from a text tower get their gradient
-            kwargs[f"{role}_features"]["text_tokens"].requires_grad_(True)
-
-    def d_text_tokens(d_inputs: ArgsKwargs) -> Dict[str, Optional[numpy.ndarray]]:
-        grads = {role: d_inputs.kwargs[f"{role}_features"]["text_tokens"] for role in roles}
-        return {
-            role: numpy.zeros(X.inputs[f"{role}_features"]["text_tokens"].shape, "float32")
-            if grad is None
-            else grad.detach().cpu().numpy()
-            for role, grad in grads.items()
-        }
-
-    return ArgsKwargs(args=(X.method,), kwargs=kwargs), d_text_tokens
-
-
-def _convert_outputs(model: Model, inputs_outputs, is_train: bool):
-    _, Ytorch = inputs_outputs
-    Y = _to_numpy(Ytorch)
-
-    def get_d_torch(dY: Any) -> ArgsKwargs:
-        import torch
-
-        loss = Ytorch["loss"]
-        return ArgsKwargs(args=(loss,), kwargs={"grad_tensors": torch.ones_like(loss)})
-
-    return Y, get_d_torch
 
 
 def build_m3el_model(

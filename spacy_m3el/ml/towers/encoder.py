@@ -24,12 +24,10 @@ from torch import nn
 from ..augment import ImageJitter, JitterGroups, jitter_groups
 from ..encoder import EncoderOutput
 from ..pixels import PreparedPixels, finish_pixels, prepare_pixels
-from .store import DTYPE as STORE_DTYPE
 from .store import FeatureStore, content_key
 from .text import HFTextTower
+from .views import ImageView, choose_views, every_view, jitter_views, view_key
 from .vision import VisionTower
-
-BATCH = 32
 
 
 class TowerEncoder(nn.Module):
@@ -179,8 +177,9 @@ class TowerEncoder(nn.Module):
         if not self.text.stores_features:
             ids, mask = self.tokenize(texts)
             return {"input_ids": ids, "attention_mask": mask}
-        rows = self._stored(
-            "text", [content_key("text", t) for t in texts], lambda idx: self._text_rows(texts, idx)
+        keys = [content_key("text", text) for text in texts]
+        rows = self.store("text").rows(
+            keys, lambda idx: self.text.frozen_rows([texts[i] for i in idx])
         )
         pooled_size = self.text.pooled_width if self.text.stores_pooled else 0
         width = self.text.width
@@ -195,22 +194,6 @@ class TowerEncoder(nn.Module):
         if pooled_size:
             features["text_pooled"] = numpy.stack([r[:pooled_size] for r in rows]).astype("f4")
         return features
-
-    def _text_rows(self, texts: Sequence[str], index: List[int]) -> List[numpy.ndarray]:
-        """The frozen text part's output rows (pooled, then the real tokens' states)."""
-        ids, mask = self.tokenize([texts[i] for i in index])
-        device = _device(self.text)
-        with torch.no_grad():
-            states, pooled = self.text.frozen_forward(
-                torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
-            )
-        states = states.float().cpu()
-        pooled = None if pooled is None else pooled.float().cpu()
-        rows = []
-        for i, length in enumerate(mask.sum(1)):
-            parts = [] if pooled is None else [pooled[i].numpy()]
-            rows.append(numpy.concatenate(parts + [states[i, :length].numpy().reshape(-1)]))
-        return rows
 
     def image_features(
         self, images: Sequence[Optional[object]], jitter: Optional[JitterGroups] = None
@@ -227,7 +210,7 @@ class TowerEncoder(nn.Module):
                 jitter_groups(features, jitter, processor.image_std)
             return features
         prepared = self._prepared(present)
-        rows = self._image_states(prepared, self._views(has_image, jitter))
+        rows = self._image_states(prepared, choose_views(has_image, jitter, self.jitter_views))
         pooled_size = self.vision.pooled_width if self.vision.stores_pooled else 0
         shape = (len(rows),) + self.vision.state_shape
         features = {"has_image": has_image}
@@ -245,14 +228,19 @@ class TowerEncoder(nn.Module):
         return features
 
     def _image_states(
-        self, prepared: List[numpy.ndarray], views: List[Tuple[Optional[ImageJitter], int]]
+        self, prepared: List[numpy.ndarray], views: List[ImageView]
     ) -> List[numpy.ndarray]:
         """The stored rows of prepared images, each in its view (computed if missing)."""
-        keys = [
-            content_key("image", p.tobytes(), repr(p.shape), view_tag(jit, v))
-            for p, (jit, v) in zip(prepared, views)
-        ]
-        return self._stored("vision", keys, lambda idx: self._image_rows(prepared, views, idx))
+        keys = [view_key(image, view) for image, view in zip(prepared, views)]
+        processor = self.image_processor
+
+        def compute(index: List[int]) -> List[numpy.ndarray]:
+            images = [prepared[i] for i in index]
+            pixels = finish_pixels(processor, images)
+            pixels = jitter_views(pixels, images, [views[i] for i in index], processor.image_std)
+            return self.vision.frozen_rows(pixels)
+
+        return self.store("vision").rows(keys, compute)
 
     def store_features(
         self,
@@ -269,12 +257,11 @@ class TowerEncoder(nn.Module):
         if not (self.vision.stores_features and present):
             return
         prepared = self._prepared(present)
-        views: List[Tuple[Optional[ImageJitter], int]] = [(None, 0)] * len(prepared)
-        if jitter is not None:
-            for view in range(1, self.jitter_views + 1):
-                views = views + [(jitter, view)] * len(present)
-            prepared = prepared * (self.jitter_views + 1)
-        self._image_states(prepared, views)
+        if jitter is None:
+            self._image_states(prepared, [(None, 0)] * len(prepared))
+        else:
+            views = every_view(len(prepared), jitter, self.jitter_views)
+            self._image_states(prepared * (self.jitter_views + 1), views)
 
     def _prepared(self, images: Sequence[object]) -> List[numpy.ndarray]:
         """Resized and cropped uint8 ``[3, S, S]`` pixels (an image store's as they are)."""
@@ -284,62 +271,6 @@ class TowerEncoder(nn.Module):
         for i, array in zip(decoded, done):
             result[i] = array
         return result
-
-    def _views(
-        self, has_image: numpy.ndarray, jitter: Optional[JitterGroups]
-    ) -> List[Tuple[Optional[ImageJitter], int]]:
-        """Per image row: the jitter and view number it gets (None, 0: the image itself),
-        drawn from numpy's global generator in the groups' order."""
-        row_of = numpy.cumsum(has_image) - 1
-        views: List[Tuple[Optional[ImageJitter], int]] = [(None, 0)] * int(has_image.sum())
-        for items, jit in jitter or ():
-            for i in items:
-                if has_image[i]:
-                    views[int(row_of[i])] = (jit, 1 + int(numpy.random.randint(self.jitter_views)))
-        return views
-
-    def _image_rows(
-        self,
-        prepared: List[numpy.ndarray],
-        views: List[Tuple[Optional[ImageJitter], int]],
-        index: List[int],
-    ) -> List[numpy.ndarray]:
-        """The frozen vision part's output rows (pooled, then the state) of some images."""
-        processor = self.image_processor
-        pixels = finish_pixels(processor, [prepared[i] for i in index])
-        for row, i in enumerate(index):
-            jit, view = views[i]
-            if jit is not None:
-                seed = int(content_key(prepared[i].tobytes(), str(view))[:8], 16)
-                rng = numpy.random.RandomState(seed)
-                pixels[row : row + 1] = jit(pixels[row : row + 1], processor.image_std, rng)
-        with torch.no_grad():
-            state, pooled = self.vision.frozen_forward(
-                torch.from_numpy(pixels).to(_device(self.vision))
-            )
-        flat = state.reshape(len(index), -1).float().cpu().numpy()
-        if pooled is not None:
-            flat = numpy.concatenate([pooled.float().cpu().numpy(), flat], axis=1)
-        return list(flat)
-
-    def _stored(self, tower: str, keys: List[str], compute) -> List[numpy.ndarray]:
-        """The stored row of each key; the missing ones computed ``BATCH`` at a time (by
-        ``compute(indices)``), rounded to float16 like the stored ones, and stored."""
-        store = self.store(tower)
-        rows = store.get(keys)
-        waiting: Dict[str, List[int]] = {}
-        for i, (key, row) in enumerate(zip(keys, rows)):
-            if row is None:
-                waiting.setdefault(key, []).append(i)
-        missing = [indices[0] for indices in waiting.values()]
-        for start in range(0, len(missing), BATCH):
-            part = missing[start : start + BATCH]
-            computed = [numpy.asarray(row, dtype=STORE_DTYPE) for row in compute(part)]
-            store.put([keys[i] for i in part], computed)
-            for i, row in zip(part, computed):
-                for j in waiting[keys[i]]:
-                    rows[j] = row
-        return rows
 
     def pixel_values(self, images: Sequence[object]) -> numpy.ndarray:
         """The processor's float32 ``[n, 3, S, S]`` pixels of PIL images and prepared ones."""
@@ -413,16 +344,6 @@ class TowerEncoder(nn.Module):
         )
         weight = next(self.image_projection.parameters())
         return torch.from_numpy(black).to(device=weight.device, dtype=weight.dtype)
-
-
-def _device(module: nn.Module) -> torch.device:
-    parameter = next(module.parameters(), None)
-    return torch.device("cpu") if parameter is None else parameter.device
-
-
-def view_tag(jitter: Optional[ImageJitter], view: int) -> str:
-    """What a stored view depends on: the jitter's settings and the view number."""
-    return "" if jitter is None else f"{jitter!r}#{view}"
 
 
 def _projection(width: int, projection_dim: int) -> nn.Linear:

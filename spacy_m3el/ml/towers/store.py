@@ -21,7 +21,7 @@ import os
 import shutil
 from collections import OrderedDict
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy
 
@@ -110,6 +110,27 @@ class FeatureStore:
                 self._pending.popitem(last=False)
         elif len(self._pending) >= self.flush_every:
             self.flush()
+
+    def rows(
+        self, keys: Sequence[str], compute: Callable[[List[int]], Sequence], batch: int = 32
+    ) -> List[numpy.ndarray]:
+        """The stored row of each key; the missing ones computed ``batch`` at a time by
+        ``compute(indices)`` (one key each, a repeated key once), rounded to float16 like
+        the stored ones, and stored."""
+        rows = self.get(keys)
+        waiting: Dict[str, List[int]] = {}
+        for i, (key, row) in enumerate(zip(keys, rows)):
+            if row is None:
+                waiting.setdefault(key, []).append(i)
+        missing = [indices[0] for indices in waiting.values()]
+        for start in range(0, len(missing), batch):
+            part = missing[start : start + batch]
+            computed = [numpy.asarray(row, dtype=DTYPE) for row in compute(part)]
+            self.put([keys[i] for i in part], computed)
+            for i, row in zip(part, computed):
+                for j in waiting[keys[i]]:
+                    rows[j] = row
+        return rows
 
     def flush(self) -> None:
         """Write the pending items as a new shard and the index, atomically (a no-op in

@@ -10,14 +10,20 @@ through spacy-transformers' listener instead).
 import importlib
 import tempfile
 from pathlib import Path
-from typing import Iterable, Optional, Sequence, Tuple
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy
 import torch
 from torch import nn
 
 from ..token_ids import TokenIds
-from .tower import Tower, check_trained_blocks, hf_model_from_config, tower_config
+from .tower import (
+    Tower,
+    check_trained_blocks,
+    hf_model_from_config,
+    load_hf_tower,
+    tower_device,
+)
 
 POOLINGS = ("mean", "first", "pooler")
 
@@ -81,19 +87,16 @@ class HFTextTower(Tower):
     # Loading ------------------------------------------------------------------
 
     def load_pretrained(self, **kwargs) -> None:
-        from transformers import AutoConfig, AutoTokenizer
+        from transformers import AutoTokenizer
 
-        try:
-            config = AutoConfig.from_pretrained(self.name, **kwargs)
-            config = tower_config(config, "text")
-            model = _text_model_class(config).from_pretrained(self.name, config=config, **kwargs)
-            tokenizer = AutoTokenizer.from_pretrained(self.name, **kwargs)
-        except OSError as err:
-            raise OSError(
-                f"Could not load the text encoder {self.name!r}: {err}\nGive a local folder "
-                "with config.json, weights and tokenizer files, or a hub name on a machine "
-                "that can download it."
-            ) from err
+        model, tokenizer = load_hf_tower(
+            self.name,
+            "text",
+            _text_model_class,
+            "tokenizer files",
+            lambda name: AutoTokenizer.from_pretrained(name, **kwargs),
+            **kwargs,
+        )
         self._attach(model, tokenizer)
 
     def _attach(self, model: nn.Module, tokenizer) -> None:
@@ -113,15 +116,7 @@ class HFTextTower(Tower):
         )
         ids, mask = self.tokenize(["a"])
         tokens, pooled = self._outputs(torch.from_numpy(ids), torch.from_numpy(mask))
-        found = {"width": tokens.shape[-1], "pooled_width": pooled.shape[-1]}
-        wrong = {k: v for k, v in found.items() if getattr(self, k) != v}
-        if wrong:
-            fixes = ", ".join(f"{k} = {v}" for k, v in wrong.items())
-            self.model = None
-            raise ValueError(
-                f"The text encoder {self.name!r} does not match the config: set {fixes} in "
-                "[components.m3el_linker.model.encoder.text]."
-            )
+        self.check_widths({"width": tokens.shape[-1], "pooled_width": pooled.shape[-1]}, "text")
         self.freeze()
 
     def meta(self) -> dict:
@@ -210,6 +205,23 @@ class HFTextTower(Tower):
         for layer in self._layers()[: self.split]:
             hidden = layer(hidden, attention_mask=extended)[0]
         return hidden, None
+
+    def frozen_rows(self, texts: Sequence[str]) -> List[numpy.ndarray]:
+        """The frozen part's output per text as one flat row (the pooled vector with
+        :attr:`stores_pooled`, then the real tokens' states), for the feature store."""
+        ids, mask = self.tokenize(texts)
+        device = tower_device(self)
+        with torch.no_grad():
+            states, pooled = self.frozen_forward(
+                torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
+            )
+        states = states.float().cpu()
+        pooled = None if pooled is None else pooled.float().cpu()
+        rows = []
+        for i, length in enumerate(mask.sum(1)):
+            parts = [] if pooled is None else [pooled[i].numpy()]
+            rows.append(numpy.concatenate(parts + [states[i, :length].numpy().reshape(-1)]))
+        return rows
 
     def trained_forward(
         self, states: torch.Tensor, mask: torch.Tensor, pooled: Optional[torch.Tensor] = None

