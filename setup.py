@@ -67,6 +67,7 @@ setup(
             f"spacy_m3el.CLIPEncoder.v1 = {REGISTRATIONS}:build_clip_encoder_v1",
             f"spacy_m3el.CLIPVisionEncoder.v1 = {REGISTRATIONS}:build_clip_vision_encoder_v1",
             f"spacy_m3el.TowerEncoder.v1 = {REGISTRATIONS}:build_tower_encoder_v1",
+            f"spacy_m3el.TowerVisionEncoder.v1 = {REGISTRATIONS}:build_tower_vision_encoder_v1",
             f"spacy_m3el.EfficientNetLite.v1 = {REGISTRATIONS}:build_efficientnet_lite_v1",
             f"spacy_m3el.HFVisionTower.v1 = {REGISTRATIONS}:build_hf_vision_tower_v1",
             f"spacy_m3el.HFTextTower.v1 = {REGISTRATIONS}:build_hf_text_tower_v1",

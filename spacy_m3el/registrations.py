@@ -27,6 +27,7 @@ from .ml.towers.registry import (  # noqa: F401 (the entry points name them here
     build_hf_text_tower_v1,
     build_hf_vision_tower_v1,
     build_tower_encoder_v1,
+    build_tower_vision_encoder_v1,
 )
 from .pipeline.linker import M3ELLinker
 from .readers import MultimodalCorpus

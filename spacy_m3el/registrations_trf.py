@@ -37,17 +37,19 @@ def build_m3el_v3(
     the settings it shares.
 
     text_tower (Optional[Model]): ``spacy_m3el.TransformerTextTower.v1``: text features
-        from the pipeline's transformer (with ``spacy_m3el.CLIPVisionEncoder.v1`` as the
-        encoder); None: the encoder's own text tower (``spacy_m3el.CLIPEncoder.v1``).
+        from the pipeline's transformer (with ``spacy_m3el.CLIPVisionEncoder.v1`` or
+        ``spacy_m3el.TowerVisionEncoder.v1`` as the encoder); None: the encoder's own text
+        tower (``spacy_m3el.CLIPEncoder.v1``, ``spacy_m3el.TowerEncoder.v1``).
     """
     from .ml.model import build_m3el_model
-    from .ml.vision_encoder import CLIPVisionEncoder
 
-    if (text_tower is not None) != isinstance(encoder, CLIPVisionEncoder):
+    # The encoders that take text features from a text tower have no tokenizer.
+    if (text_tower is not None) == bool(getattr(encoder, "uses_tokenizer", True)):
         raise ValueError(
-            "spacy_m3el.M3EL.v3: a text tower goes with spacy_m3el.CLIPVisionEncoder.v1 and "
-            "spacy_m3el.CLIPEncoder.v1 goes without one. Set both "
-            "[components.m3el_linker.model.text_tower] and the encoder as in "
+            "spacy_m3el.M3EL.v3: a text tower goes with an encoder of images only "
+            "(spacy_m3el.CLIPVisionEncoder.v1 or spacy_m3el.TowerVisionEncoder.v1), and "
+            "spacy_m3el.CLIPEncoder.v1 or spacy_m3el.TowerEncoder.v1 go without one. Set "
+            "both [components.m3el_linker.model.text_tower] and the encoder as in "
             "configs/demo-trf.cfg, or neither."
         )
     return build_m3el_model(

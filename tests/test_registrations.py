@@ -53,6 +53,7 @@ EXPECTED_NAMES = {
         "spacy_m3el.CLIPEncoder.v1",
         "spacy_m3el.CLIPVisionEncoder.v1",
         "spacy_m3el.TowerEncoder.v1",
+        "spacy_m3el.TowerVisionEncoder.v1",
         "spacy_m3el.EfficientNetLite.v1",
         "spacy_m3el.HFVisionTower.v1",
         "spacy_m3el.HFTextTower.v1",

@@ -107,10 +107,13 @@ def trained_pipeline(tiny_clip: str, steps: int = 10) -> Language:
     return nlp
 
 
-def transformer_pipeline(tiny_clip: str, tiny_bert: str, *, ner: bool = False) -> Language:
+def transformer_pipeline(
+    tiny_clip: str, tiny_bert: str, *, ner: bool = False, encoder: Optional[Dict] = None
+) -> Language:
     """A blank pipeline: a spacy-transformers ``transformer`` (tiny BERT), optionally an
     ``ner`` listening to it, and an ``m3el_linker`` whose text tower listens to it (not
-    initialized)."""
+    initialized). ``encoder``: the linker's encoder config (default: the tiny CLIP's
+    vision tower)."""
     from thinc.api import fix_random_seed
 
     fix_random_seed(0)
@@ -153,7 +156,8 @@ def transformer_pipeline(tiny_clip: str, tiny_bert: str, *, ner: bool = False) -
         "@architectures": "spacy_m3el.M3EL.v3",
         "hidden_width": 16,
         "image_width": 16,
-        "encoder": {"@misc": "spacy_m3el.CLIPVisionEncoder.v1", "name": tiny_clip, **TINY},
+        "encoder": encoder
+        or {"@misc": "spacy_m3el.CLIPVisionEncoder.v1", "name": tiny_clip, **TINY},
         "alignment": {"@misc": "spacy_m3el.AttentionAlignment.v1"},
         "text_tower": {"@architectures": "spacy_m3el.TransformerTextTower.v1", "tok2vec": listener},
     }

@@ -55,6 +55,17 @@ class EncoderOutput:
     has_image: torch.Tensor
 
 
+def require_text_width(expected: int, width: int) -> None:
+    """Fail with a fix when a text tower's vectors have ``width`` values, not ``expected``
+    (the ``text_width`` of an encoder that takes its text features from a text tower)."""
+    if width != expected:
+        raise ValueError(
+            f"The text tower gives vectors of width {width}, but the encoder expects "
+            f"text_width = {expected}: set text_width = {width} in "
+            "[components.m3el_linker.model.encoder]."
+        )
+
+
 class CLIPEncoder(nn.Module):
     """A CLIP checkpoint (hub name or local folder) giving M3EL's four features.
 

@@ -4,7 +4,7 @@ from typing import Optional, Sequence
 
 from torch import nn
 
-from .encoder import CLIPEncoder, EncoderOutput
+from .encoder import CLIPEncoder, EncoderOutput, require_text_width
 
 
 class CLIPVisionEncoder(CLIPEncoder):
@@ -47,12 +47,7 @@ class CLIPVisionEncoder(CLIPEncoder):
 
     def check_text_width(self, width: int) -> None:
         """Fail with a fix when the text tower's vectors do not have ``text_width`` values."""
-        if width != self.text_width:
-            raise ValueError(
-                f"The text tower gives vectors of width {width}, but the encoder expects "
-                f"text_width = {self.text_width}: set text_width = {width} in "
-                "[components.m3el_linker.model.encoder]."
-            )
+        require_text_width(self.text_width, width)
 
     def forward(self, text_tokens, text_mask, text_focus, pixel_values, has_image) -> EncoderOutput:
         self._require_loaded()

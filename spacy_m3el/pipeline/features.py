@@ -26,10 +26,7 @@ BATCH = 64
 
 def stores_features(model: Any) -> bool:
     """Whether the model's encoder keeps frozen features (a tower encoder with a frozen part)."""
-    encoder = model.net.encoder
-    return hasattr(encoder, "attach_feature_store") and (
-        encoder.vision.stores_features or encoder.text.stores_features
-    )
+    return bool(getattr(model.net.encoder, "stores_features", False))
 
 
 def build_feature_store(
@@ -39,7 +36,7 @@ def build_feature_store(
 
     RETURNS (int): The number of items (texts and images) it holds.
     """
-    start = time.perf_counter()
+    began = time.perf_counter()
     encoder = component.model.net.encoder
     encoder.attach_feature_store(str(path))
     mentions = list(_mention_items(component, chain(docs, corpus_docs(component, corpora))))
@@ -57,7 +54,7 @@ def build_feature_store(
     size = sum(store.nbytes for store in encoder.stores.values())
     msg.info(
         f"{component.name}: feature store {path}: {items} items, {size / 2**20:.1f} MiB "
-        f"({size / max(items, 1):.0f} B per item), built in {time.perf_counter() - start:.1f} s"
+        f"({size / max(items, 1):.0f} B per item), built in {time.perf_counter() - began:.1f} s"
     )
     return items
 

@@ -15,7 +15,7 @@ from spacy_m3el.ml.towers.text import HFTextTower
 from spacy_m3el.ml.towers.vision import EfficientNetLiteTower, HFVisionTower
 from spacy_m3el.pipeline.inputs import entity_text, mention_text
 
-from ..util import create_kb, make_examples, train, unlabeled
+from ..util import create_kb, make_examples, train, transformer_pipeline, unlabeled
 
 OUTPUT_BLOCK = 6  # a small tower: the stem and six blocks (80 channels)
 
@@ -285,3 +285,92 @@ def test_frozen_clip_towers_start_in_clips_joint_space(tiny_clip, tmp_path):
         expected = clip(**inputs)
     assert torch.allclose(out.text_global, expected.text_embeds, atol=2e-3)
     assert torch.allclose(out.image_global, expected.image_embeds, atol=2e-3)
+
+
+@pytest.fixture(scope="module")
+def transformer_tower_pipeline(lite_weights, tiny_clip, tiny_bert, tmp_path_factory):
+    """A transformer pipeline (tiny BERT shared through a listener) whose linker sees the
+    images through EfficientNet-Lite, frozen but for its last block, trained a few steps."""
+    encoder = {
+        "@misc": "spacy_m3el.TowerVisionEncoder.v1",
+        "text_width": 32,
+        "projection_dim": 16,
+        "vision": {
+            "@misc": "spacy_m3el.EfficientNetLite.v1",
+            "image_size": 32,
+            "output_block": OUTPUT_BLOCK,
+            "trained_blocks": 1,
+            "weights_path": lite_weights,
+        },
+    }
+    nlp = transformer_pipeline(tiny_clip, tiny_bert, encoder=encoder)
+    examples = make_examples(nlp)
+    store = tmp_path_factory.mktemp("trf-features")
+    linker = nlp.get_pipe("m3el_linker")
+    nlp.config["initialize"]["components"]["m3el_linker"] = {"feature_store": str(store)}
+    nlp.initialize(lambda: examples)
+    before = {k: v.clone() for k, v in linker.model.net.state_dict().items()}
+    train(nlp, examples, steps=6)
+    return nlp, examples, before, store
+
+
+def test_vision_tower_beside_a_shared_transformer_trains_its_last_block_only(
+    transformer_tower_pipeline,
+):
+    nlp, examples, before, store = transformer_tower_pipeline
+    net = nlp.get_pipe("m3el_linker").model.net
+    frozen = {f"encoder.{name}" for name in net.encoder.frozen_state_names()}
+    after = net.state_dict()
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+    trained_block = [k for k in after if k.startswith("encoder.vision.") and k not in frozen]
+    moved = [k for k in trained_block if not torch.equal(before[k], after[k])]
+    assert moved, "the vision tower's last block should learn"
+    assert not torch.equal(
+        before["encoder.text_projection.weight"], after["encoder.text_projection.weight"]
+    )
+    # Only the images are stored: the text goes through the trained transformer.
+    assert set(net.encoder.stores) == {"vision"} and (store / "vision").is_dir()
+    assert len(net.encoder.store("vision")) >= len(examples)
+
+
+def test_vision_tower_pipeline_saves_and_reloads_and_links_identically(
+    transformer_tower_pipeline, tmp_path, no_network
+):
+    nlp, examples, _, _ = transformer_tower_pipeline
+    docs = [unlabeled(nlp, eg) for eg in examples]
+    expected = [[(e.kb_id_, e._.m3el_candidates) for e in doc.ents] for doc in nlp.pipe(docs)]
+    nlp.to_disk(tmp_path / "pipeline")
+    loaded = spacy.load(tmp_path / "pipeline")
+    docs = [unlabeled(loaded, eg) for eg in examples]
+    got = [[(e.kb_id_, e._.m3el_candidates) for e in doc.ents] for doc in loaded.pipe(docs)]
+    for doc_got, doc_expected in zip(got, expected):
+        for (kb_a, a), (kb_b, b) in zip(doc_got, doc_expected):
+            assert kb_a == kb_b and [k for k, _ in a] == [k for k, _ in b]
+            assert numpy.allclose([p for _, p in a], [p for _, p in b], atol=1e-5)
+
+
+def test_vision_only_encoder_needs_a_text_tower(lite_weights, tiny_clip, tiny_bert):
+    encoder = {
+        "@misc": "spacy_m3el.TowerVisionEncoder.v1",
+        "text_width": 32,
+        "vision": {
+            "@misc": "spacy_m3el.EfficientNetLite.v1",
+            "image_size": 32,
+            "output_block": OUTPUT_BLOCK,
+            "weights_path": lite_weights,
+        },
+    }
+    nlp = spacy.blank("en")
+    model = {
+        "@architectures": "spacy_m3el.M3EL.v3",
+        "encoder": encoder,
+        "alignment": {"@misc": "spacy_m3el.AttentionAlignment.v1"},
+    }
+    with pytest.raises(ValueError, match="text tower goes with an encoder of images only"):
+        nlp.add_pipe("m3el_linker", config={"model": model})
+    wrong_width = dict(encoder, text_width=48)
+    nlp = transformer_pipeline(tiny_clip, tiny_bert, encoder=wrong_width)
+    examples = make_examples(nlp)
+    nlp.initialize(lambda: examples)
+    with pytest.raises(ValueError, match="set text_width = 32"):
+        nlp.update(examples)

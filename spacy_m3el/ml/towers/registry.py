@@ -22,6 +22,25 @@ def build_tower_encoder_v1(
     return TowerEncoder(vision, text, projection_dim=projection_dim, jitter_views=jitter_views)
 
 
+@registry.misc("spacy_m3el.TowerVisionEncoder.v1")
+def build_tower_vision_encoder_v1(
+    vision: Any, text_width: int = 384, projection_dim: int = 256, jitter_views: int = 4
+) -> Any:
+    """Any vision tower as M3EL's encoder beside a text tower (``spacy_m3el.M3EL.v3``'s
+    ``text_tower``, a listener of the pipeline's transformer): ``towers.vision_encoder``.
+
+    vision: ``spacy_m3el.EfficientNetLite.v1`` or ``spacy_m3el.HFVisionTower.v1``.
+    text_width (int): The text tower's width (the shared transformer's hidden size).
+    projection_dim (int): Width of the joint space of the pooled text and image vectors.
+    jitter_views (int): Stored jittered views per image when the vision tower is frozen.
+    """
+    from .vision_encoder import TowerVisionEncoder
+
+    return TowerVisionEncoder(
+        vision, text_width=text_width, projection_dim=projection_dim, jitter_views=jitter_views
+    )
+
+
 @registry.misc("spacy_m3el.EfficientNetLite.v1")
 def build_efficientnet_lite_v1(
     model_name: str = "efficientnet-lite0",

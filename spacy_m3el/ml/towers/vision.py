@@ -74,6 +74,18 @@ class VisionTower(Tower):
     stores_pooled: bool = False
     _state_shape: Optional[Tuple[int, ...]] = None
 
+    @property
+    def is_loaded(self) -> bool:
+        """Whether the tower has its model (built eagerly unless a subclass says not)."""
+        return True
+
+    def snapshot(self) -> tuple:
+        """What :meth:`restore` replaces, to put back with :meth:`reinstate` if a load fails."""
+        return ()
+
+    def reinstate(self, snapshot: tuple) -> None:
+        """Put back a :meth:`snapshot`."""
+
     def frozen_forward(self, pixels: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """The frozen part's output per image, and with :attr:`stores_pooled` the pooled
         vector (else None)."""
@@ -297,6 +309,13 @@ class HFVisionTower(VisionTower):
             **kwargs,
         )
         self._attach(model, processor)
+
+    def snapshot(self) -> tuple:
+        return (self.model, self.image_processor)
+
+    def reinstate(self, snapshot: tuple) -> None:
+        self.model, self.image_processor = snapshot
+        self._state_shape = None
 
     def _attach(self, model: nn.Module, processor) -> None:
         self.model, self.image_processor = model, processor
