@@ -19,6 +19,10 @@ and the same with every test mention misspelt (one letter dropped). The
 decision is fitted with a weight per matching unit (the default) and, for
 comparison, with one weight for the model's overall score.
 
+``--pipeline P --corpus C`` measures a trained pipeline of the demo (for example
+``configs/demo-pretrained.cfg``'s, the pretrained towers) instead of the two tiny models
+(its ``no mining`` column is then empty); its test and dev mentions come from ``C``.
+
 Run from the repository root: ``python -m bench.accuracy``; the table goes to
 the "Accuracy as the KB grows" section of BENCHMARKS.md (a reduced run writes
 into its work folder).
@@ -120,19 +124,23 @@ def hits_at_1(nlp, docs, gold: List[str]) -> float:
 
 
 def measure(pipelines: Dict[str, object], kb, dev, docs, gold, misspelt) -> Dict[str, float]:
-    """Hits@1 of every variant on one KB (the decision fitted on dev mentions against it)."""
-    baseline, mined = pipelines["baseline"], pipelines["mined"]
+    """Hits@1 of every variant on one KB (the decision fitted on dev mentions against it);
+    without a ``"baseline"`` pipeline, its variant is None."""
+    baseline, mined = pipelines.get("baseline"), pipelines["mined"]
     result = {}
     for nlp in (baseline, mined):
-        nlp.get_pipe("m3el_linker").set_kb(lambda vocab: kb)
+        if nlp is not None:
+            nlp.get_pipe("m3el_linker").set_kb(lambda vocab: kb)
     linker = mined.get_pipe("m3el_linker")
     linker.fit_decision(dev, per_unit=False)
     result["mined + alias, one score weight"] = hits_at_1(mined, docs, gold)
     fitted = linker.fit_decision(dev)
     result["alias_weight"] = fitted.alias_weight
     result["unit_weights"] = dict(fitted.unit_weights)
-    baseline.get_pipe("m3el_linker").alias_evidence = False
-    result["no mining, score"] = hits_at_1(baseline, docs, gold)
+    result["no mining, score"] = None
+    if baseline is not None:
+        baseline.get_pipe("m3el_linker").alias_evidence = False
+        result["no mining, score"] = hits_at_1(baseline, docs, gold)
     linker.alias_evidence = False
     result["mined, score"] = hits_at_1(mined, docs, gold)
     linker.alias_evidence = True
@@ -145,15 +153,26 @@ def measure(pipelines: Dict[str, object], kb, dev, docs, gold, misspelt) -> Dict
     return result
 
 
-def run(work: Path, sizes: List[int], steps: int, limit: int) -> Dict[str, object]:
-    """Train both models, fit the decision, and measure every KB kind and size."""
+def run(
+    work: Path,
+    sizes: List[int],
+    steps: int,
+    limit: int,
+    pipeline: Optional[Path] = None,
+    corpus: Optional[Path] = None,
+) -> Dict[str, object]:
+    """Train both models (or take ``pipeline`` and its ``corpus``), fit the decision, and
+    measure every KB kind and size."""
     import spacy
 
     from spacy_m3el.readers import read_examples
 
     overrides = {"baseline": {"n_mined_negatives": 0}, "mined": None}
-    paths = {}
+    paths = {"mined": pipeline} if pipeline is not None else {}
+    corpus = corpus or work / "corpus"
     for name, override in overrides.items():
+        if pipeline is not None:
+            break
         # A model trained in this work folder before is reused (training is deterministic).
         trained = (work / name / "meta.json").exists() and (work / name / ".steps").exists()
         if trained and (work / name / ".steps").read_text() == str(steps):
@@ -162,8 +181,8 @@ def run(work: Path, sizes: List[int], steps: int, limit: int) -> Dict[str, objec
             paths[name] = train_demo_pipeline(work, steps, override, name)
             (work / name / ".steps").write_text(str(steps))
     pipelines = {name: spacy.load(path) for name, path in paths.items()}
-    dev = list(read_examples(pipelines["mined"], work / "corpus" / "dev.spacy"))
-    docs, gold = mention_docs(pipelines["mined"], work / "corpus" / "test.spacy", limit=limit)
+    dev = list(read_examples(pipelines["mined"], corpus / "dev.spacy"))
+    docs, gold = mention_docs(pipelines["mined"], corpus / "test.spacy", limit=limit)
     misspelt = [misspell(pipelines["mined"], d) for d in docs]
     real = pipelines["mined"].get_pipe("m3el_linker").kb
     rows = []
@@ -188,15 +207,18 @@ def run(work: Path, sizes: List[int], steps: int, limit: int) -> Dict[str, objec
             row["seconds"] = time.perf_counter() - start
             print(row, flush=True)
             rows.append(row)
-    return {"rows": rows, "mentions": len(docs), "dev": len(dev), "steps": steps}
+    model = (
+        f"pipeline `{pipeline}`" if pipeline else f"tiny encoder trained {steps} steps per model"
+    )
+    return {"rows": rows, "mentions": len(docs), "dev": len(dev), "model": model}
 
 
 def report(results: Dict[str, object], command: str) -> str:
     lines = [
         f"Machine: {machine()}. Command: `{command}`.",
         "",
-        f"Hits@1 (%) of the demo's {results['mentions']} test mentions; tiny encoder trained "
-        f"{results['steps']} steps per model. The decision (`mined + alias` and the next two "
+        f"Hits@1 (%) of the demo's {results['mentions']} test mentions; {results['model']}. "
+        "The decision (`mined + alias` and the next two "
         "columns: a weight per matching unit; `one score weight`: one for the model's "
         f"overall score) is fitted on the {results['dev']} dev mentions linked against the "
         "same KB, as `fit-decision` does with a pipeline's KB. Ceiling: 100 minus the share of "
@@ -206,7 +228,7 @@ def report(results: Dict[str, object], command: str) -> str:
         "|---|---|---|" + "---|" * (len(VARIANTS) + 2),
     ]
     for row in results["rows"]:
-        cells = " | ".join(f"{row[v] * 100:.2f}" for v in VARIANTS)
+        cells = " | ".join("–" if row[v] is None else f"{row[v] * 100:.2f}" for v in VARIANTS)
         lines.append(
             f"| {row['kind']} | {row['size']:,} | {row['ceiling'] * 100:.2f} | {cells} "
             f"| {row['alias_weight']:.2f} | "
@@ -224,15 +246,21 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
     parser.add_argument("--sizes", type=int_list, default=FULL_SIZES)
     parser.add_argument("--steps", type=int, default=1000, help="Training steps per model.")
     parser.add_argument("--mentions", type=int, default=0, help="Test mentions (0: all).")
+    parser.add_argument("--pipeline", type=Path, default=None, help="A trained demo pipeline.")
+    parser.add_argument("--corpus", type=Path, default=None, help="Its corpus (with --pipeline).")
     parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--heading", default=HEADING, help="The report's section heading.")
     args = parser.parse_args(argv)
+    if (args.pipeline is None) != (args.corpus is None):
+        parser.error("--pipeline and --corpus go together (the pipeline's demo corpus).")
     work = args.work or Path(tempfile.mkdtemp(prefix="m3el-accuracy-"))
-    results = run(work, args.sizes, args.steps, args.mentions)
+    results = run(work, args.sizes, args.steps, args.mentions, args.pipeline, args.corpus)
     full = args.sizes == FULL_SIZES and args.steps == 1000 and not args.mentions
+    full = full and args.pipeline is None
     command = "python -m bench.accuracy " + " ".join(argv if argv is not None else sys.argv[1:])
     text = report(results, re.sub(r"\s+", " ", command).strip())
     print(text)
-    write_report_section(output_path(args.output, full, work), HEADING, text)
+    write_report_section(output_path(args.output, full, work), args.heading, text)
     return results
 
 

@@ -67,7 +67,11 @@ def systems(dataset: str, train_blocks: int, towers: Dict[str, object]) -> List[
     pretrained rows (other weights for smoke runs)."""
     return [
         ("tiny CLIP from scratch", "demo-hard.cfg" if dataset == "hard" else "demo.cfg", {}),
-        ("pretrained, frozen", "demo-pretrained.cfg", towers),
+        (
+            "pretrained, frozen",
+            "demo-pretrained.cfg",
+            {**towers, f"{ENCODER}.vision.trained_blocks": 0},
+        ),
         (
             f"pretrained, last {train_blocks} vision blocks trained",
             "demo-pretrained.cfg",
@@ -132,7 +136,9 @@ def report(rows: List[str], command: str) -> str:
 def main(argv: Optional[List[str]] = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", type=Path, default=None, help="Work folder (kept).")
-    parser.add_argument("--datasets", default="hard,demo,images45", help="Of " + ",".join(DATASETS))
+    parser.add_argument(
+        "--datasets", default="hard,demo,images45,fine", help="Of " + ",".join(DATASETS)
+    )
     parser.add_argument("--train-blocks", type=int, default=2, help="Vision blocks trained.")
     parser.add_argument("--steps", type=int, default=0, help="0: each config's own budget.")
     parser.add_argument("--output", type=Path, default=None, help="Markdown file to update.")

@@ -117,7 +117,16 @@ def test_scale_writes_the_repository_report_only_for_full_size_runs():
 
 @pytest.mark.parametrize(
     "script",
-    ["scale", "approximate_index", "pipe_memory", "otmel", "text_tower", "scaleout", "pretrained"],
+    [
+        "scale",
+        "approximate_index",
+        "pipe_memory",
+        "otmel",
+        "text_tower",
+        "scaleout",
+        "pretrained",
+        "frozen_towers",
+    ],
 )
 def test_benchmarks_run_as_modules(script):
     result = subprocess.run(
@@ -175,6 +184,16 @@ def test_accuracy_smoke(demo_work, tmp_path, repository_report_unchanged, no_net
     for row in results["rows"]:
         assert in_unit_interval(row["ceiling"], *(row[v] for v in accuracy.VARIANTS))
     assert results["dev"] > 0 and all("alias_weight" in row for row in results["rows"])
+    # A given trained pipeline (here the tiny one) instead of the two tiny models.
+    heading = "## Accuracy of a given pipeline"
+    argv = ["--work", str(tmp_path), "--sizes", "150", "--mentions", "12", "--heading", heading]
+    argv += ["--pipeline", str(demo_work / "mined"), "--corpus", str(demo_work / "corpus")]
+    results = accuracy.main([*argv, "--output", str(output)])
+    rows = table_rows(output.read_text(encoding="utf8"), heading)
+    assert len(rows) == 3 and all(
+        row[3 + accuracy.VARIANTS.index("no mining, score")] == "–" for row in rows
+    )
+    assert all(0 <= row["mined + alias"] <= 1 for row in results["rows"])
 
 
 def test_otmel_smoke(demo_work, tmp_path, repository_report_unchanged, no_network):
@@ -228,6 +247,24 @@ def test_train_speed_smoke(tmp_path, repository_report_unchanged):
     assert len(set(row.split("|")[-2] for row in rows[:4])) == 1  # same final dev MRR
     assert text.count("x examples/s of `spacy train`") == 2
     assert "Where a training step spends its time" in text
+
+
+def test_frozen_towers_smoke(tmp_path):
+    """Fine-tuned and frozen (m3el-frozen.cfg, feature store built in init) both train; a
+    row each and the speed-up line."""
+    from bench import frozen_towers
+
+    output = tmp_path / "BENCHMARKS.md"
+    args = ["--work", str(tmp_path / "work"), "--encoder", "tiny", "--threads", "1"]
+    args += ["--tuned-steps", "2", "--frozen-steps", "3"]
+    text = frozen_towers.main(args + ["--output", str(output)])
+    assert text in output.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| f")]
+    steps = [int(row.split("|")[2]) for row in rows]
+    assert len(rows) == 2 and steps[0] < steps[1]
+    assert all(float(row.split("|")[4]) > 0 for row in rows)
+    assert (tmp_path / "work" / "image-store.features").is_dir()
+    assert "faster per step than fine-tuning" in text
 
 
 def test_image_store_smoke(tmp_path):
