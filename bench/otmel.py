@@ -1,7 +1,7 @@
 """OT-MEL against attention: the cost of Sinkhorn, and the systems' speed side by side.
 
 Run from the repository root, after the systems suite has trained its pipelines
-(``python -m spacy_m3el experiments --suite systems ...``, see the README):
+(``python -m spacy_m3el experiments --suite systems ...``, see docs/otmel.md):
       python -m bench.otmel --pipeline "M3EL (attention)=path/to/model-best" ...
       python -m bench.otmel --alignment-only          (the per-call table alone)
 Prints the tables and writes them to the "OT-MEL" section of BENCHMARKS.md (``--output``).

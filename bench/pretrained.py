@@ -35,7 +35,10 @@ DATASETS = {
 }
 SMALL = ["--n-names", "4", "--entities-per-name", "2", "--mentions-per-entity", "4"]
 BATCH = 32
-STORE_LINE = re.compile(r"(\d+) items, [\d.]+ MiB \((\d+) B per item\), built in ([\d.]+) s")
+# The log wraps long lines: any whitespace between the words.
+STORE_LINE = re.compile(
+    r"(\d+)\s+items,\s+[\d.]+\s+MiB\s+\((\d+)\s+B\s+per\s+item\),\s+built\s+in\s+([\d.]+)\s+s"
+)
 
 
 def prepare(work: Path, dataset: str, small: bool, transformer: Optional[Path]) -> Dict[str, Path]:

@@ -121,6 +121,34 @@ def test_spacy_train_runs_the_pretrained_towers_config(small_corpus, tiny_bert, 
     assert "nel_kb_mrr" in srsly.read_json(out / "model-best" / "meta.json")["performance"]
 
 
+def test_spacy_train_runs_the_transformer_pipeline_on_a_pretrained_vision_tower(
+    small_corpus, tiny_bert, tmp_path
+):
+    """configs/demo-trf-pretrained.cfg: transformer + ner + m3el_linker whose images go
+    through EfficientNet-Lite (a random Lite0 here), its frozen part in the feature store."""
+    import torch
+    from efficientnet_lite_pytorch import EfficientNet
+
+    weights = tmp_path / "lite0.pth"
+    torch.save(EfficientNet.from_name("efficientnet-lite0", image_size=32).state_dict(), weights)
+    out, corpus = small_corpus / "training-trf-pretrained", small_corpus / "corpus"
+    paths = {"train": "train.spacy", "dev": "dev.spacy", "kb": "kb"}
+    args = [f"--paths.{key}={corpus / name}" for key, name in paths.items()]
+    encoder = "--components.m3el_linker.model.encoder"
+    args += [f"--paths.transformer={tiny_bert}", f"--paths.image_store={tmp_path / 'images'}"]
+    args += [f"{encoder}.vision.weights_path={weights}", f"{encoder}.vision.image_size=32"]
+    args += [f"{encoder}.text_width=32", "--training.max_steps=4", "--training.eval_frequency=2"]
+    config = str(ROOT / "configs" / "demo-trf-pretrained.cfg")
+    run(["-m", "spacy", "train", config, "--output", str(out), *args], cwd=small_corpus)
+    nlp = spacy.load(out / "model-best")
+    assert nlp.pipe_names == ["transformer", "ner", "m3el_linker"]
+    encoder = nlp.get_pipe("m3el_linker").model.net.encoder
+    assert type(encoder).__name__ == "TowerVisionEncoder" and encoder.vision.trained_blocks == 2
+    assert (tmp_path / "images.features" / "vision").is_dir()
+    performance = srsly.read_json(out / "model-best" / "meta.json")["performance"]
+    assert {"ents_f", "nel_kb_mrr"} <= set(performance)
+
+
 def test_spacy_train_runs_the_transformer_pipeline(small_corpus, tiny_clip, tiny_bert):
     """transformer + ner + m3el_linker (configs/demo-trf.cfg) with a tiny BERT."""
     out = small_corpus / "training-trf"

@@ -235,7 +235,7 @@ def run_assets(args: argparse.Namespace) -> int:
     elif not args.dataset_dir.is_dir():
         raise CommandError(
             f"Dataset folder not found: {args.dataset_dir}. The MIMIC-format datasets cannot be "
-            "downloaded automatically; see the README section 'Real datasets' for where to "
+            "downloaded automatically; see docs/training-and-evaluation.md for where to "
             "get them."
         )
     find_split_files(args.dataset, args.dataset_dir)

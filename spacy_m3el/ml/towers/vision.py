@@ -141,7 +141,7 @@ class EfficientNetLiteTower(VisionTower):
     block ``output_block`` gives the tokens (one per cell of its map: 16 at 128 pixels for
     the last blocks) and their mean the pooled vector; later blocks and the classifier
     are dropped. The 192-channel map of block 14 tells shapes apart better than the
-    head's 1280 channels (``bench.shape_probe``; README, "Pretrained towers").
+    head's 1280 channels (``bench.shape_probe``; docs/pretrained-towers.md).
 
     model_name (str): "efficientnet-lite0" ... "efficientnet-lite4".
     image_size (int): Side of the square input (the native sizes are 224-300; smaller is
