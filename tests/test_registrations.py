@@ -254,6 +254,29 @@ def test_names_resolve_in_a_config(tmp_path):
         resolved["kb"](spacy.blank("en").vocab)  # the loader reads the KB only when called
 
 
+def test_the_class_and_the_factory_give_the_same_linker():
+    """Every setting the class has a default for gets the same one from the factory (a
+    user who builds M3ELLinker directly gets the linker the config gives)."""
+    import inspect
+
+    config = Language.get_factory_meta("m3el_linker").default_config
+    resolved = registry.resolve(
+        {key: value for key, value in config.items() if key != "model"}, validate=False
+    )
+    defaults = {
+        name: parameter.default
+        for name, parameter in inspect.signature(M3ELLinker.__init__).parameters.items()
+        if parameter.default is not inspect.Parameter.empty and name != "name"
+    }
+    assert set(defaults) <= set(resolved)
+    differ = {
+        key: (value, resolved[key])
+        for key, value in defaults.items()
+        if resolved[key] != (list(value) if isinstance(value, tuple) else value)
+    }
+    assert not differ, f"class and factory defaults differ: {differ}"
+
+
 def test_m3el_linker_is_a_known_factory(tiny_clip):
     assert Language.has_factory("m3el_linker")
     assert "m3el_linker" in spacy.blank("en").factory_names

@@ -22,8 +22,10 @@ from spacy.vocab import Vocab
 
 from ..images import install_image_extension
 from ..kb import NIL, MultimodalKB
+from ..ml.augment import ImageJitter
 from ..ml.model import M3ELModel
 from ..ml.sides import SideArrays
+from ..scoring import score_linker
 from .calibration import fitted_decision
 from .decision import LinkDecision
 from .entity_cache import EntityCache
@@ -103,7 +105,7 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
     image_cache_size (int): Decoded images kept in memory.
     ignore_missing_gold (bool): In training, skip (and count) mentions whose
         gold ID is not in the KB instead of raising an error.
-    scorer (Optional[Callable]): The scoring method.
+    scorer (Optional[Callable]): The scoring method (None: no scores).
     """
 
     NIL = NIL
@@ -121,10 +123,10 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
         top_k: int = 10,
         max_candidates: Optional[int] = 16,
         n_hard_negatives: int = 3,
-        n_mined_negatives: int = 0,
+        n_mined_negatives: int = 3,
         image_swap_negatives: bool = False,
         n_kb_mentions: int = 0,
-        kb_mention_jitter: Optional[Callable] = None,
+        kb_mention_jitter: Optional[Callable] = ImageJitter(),
         mention_jitter: Optional[Callable] = None,
         logit_adjustment: float = 0.0,
         mining_refresh: int = 100,
@@ -138,7 +140,7 @@ class M3ELLinker(LinkerSerialization, TrainablePipe):
         save_entity_cache: bool = True,
         image_cache_size: int = 512,
         ignore_missing_gold: bool = False,
-        scorer: Optional[Callable] = None,
+        scorer: Optional[Callable] = score_linker,
     ) -> None:
         check_settings(name, **checked_settings(locals()))
         self.vocab = vocab
