@@ -7,4 +7,4 @@ source scripts/env.sh
 bash scripts/system-deps.sh
 python -m ruff check .
 python -m ruff format --check .
-python -m pytest tests -p no:cacheprovider "$@"
+python -m pytest tests -p no:cacheprovider --durations=15 "$@"
