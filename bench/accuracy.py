@@ -35,7 +35,7 @@ import tempfile
 import time
 from functools import partial
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy
 
@@ -52,6 +52,7 @@ from .common import write_section as write_report_section
 
 HEADING = ACCURACY_HEADING
 FULL_SIZES = [1000, 10000, 100000]
+KINDS = ("distractors", "fresh names", "look-alikes")
 VARIANTS = (
     "no mining, score",
     "mined, score",
@@ -160,6 +161,7 @@ def run(
     limit: int,
     pipeline: Optional[Path] = None,
     corpus: Optional[Path] = None,
+    kinds: Sequence[str] = KINDS,
 ) -> Dict[str, object]:
     """Train both models (or take ``pipeline`` and its ``corpus``), fit the decision, and
     measure every KB kind and size."""
@@ -188,12 +190,13 @@ def run(
     rows = []
     for size in sizes:
         signatures: Dict[str, tuple] = {}
-        kinds = {
+        builds = {
             "distractors": partial(grow_kb, real, size, signatures=signatures),
             "fresh names": partial(grow_kb, real, size, reuse_names=0.0),
             "look-alikes": partial(look_alike_kb, real, size),
         }
-        for kind, build in kinds.items():
+        for kind in kinds:
+            build = builds[kind]
             start = time.perf_counter()
             kb = build()
             row = {
@@ -250,13 +253,19 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
     parser.add_argument("--corpus", type=Path, default=None, help="Its corpus (with --pipeline).")
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--heading", default=HEADING, help="The report's section heading.")
+    parser.add_argument(
+        "--kinds", default=",".join(KINDS), help="Of " + ", ".join(KINDS) + " (comma-separated)."
+    )
     args = parser.parse_args(argv)
     if (args.pipeline is None) != (args.corpus is None):
         parser.error("--pipeline and --corpus go together (the pipeline's demo corpus).")
     work = args.work or Path(tempfile.mkdtemp(prefix="m3el-accuracy-"))
-    results = run(work, args.sizes, args.steps, args.mentions, args.pipeline, args.corpus)
+    kinds = [kind.strip() for kind in args.kinds.split(",") if kind.strip()]
+    if not set(kinds) <= set(KINDS):
+        parser.error(f"--kinds: choose from {', '.join(KINDS)}; got {args.kinds!r}.")
+    results = run(work, args.sizes, args.steps, args.mentions, args.pipeline, args.corpus, kinds)
     full = args.sizes == FULL_SIZES and args.steps == 1000 and not args.mentions
-    full = full and args.pipeline is None
+    full = full and args.pipeline is None and kinds == list(KINDS)
     command = "python -m bench.accuracy " + " ".join(argv if argv is not None else sys.argv[1:])
     text = report(results, re.sub(r"\s+", " ", command).strip())
     print(text)

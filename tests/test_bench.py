@@ -188,9 +188,10 @@ def test_accuracy_smoke(demo_work, tmp_path, repository_report_unchanged, no_net
     heading = "## Accuracy of a given pipeline"
     argv = ["--work", str(tmp_path), "--sizes", "150", "--mentions", "12", "--heading", heading]
     argv += ["--pipeline", str(demo_work / "mined"), "--corpus", str(demo_work / "corpus")]
+    argv += ["--kinds", "distractors,look-alikes"]
     results = accuracy.main([*argv, "--output", str(output)])
     rows = table_rows(output.read_text(encoding="utf8"), heading)
-    assert len(rows) == 3 and all(
+    assert [row[0] for row in rows] == ["distractors", "look-alikes"] and all(
         row[3 + accuracy.VARIANTS.index("no mining, score")] == "–" for row in rows
     )
     assert all(0 <= row["mined + alias"] <= 1 for row in results["rows"])
