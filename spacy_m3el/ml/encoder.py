@@ -55,6 +55,12 @@ class EncoderOutput:
     has_image: torch.Tensor
 
 
+def pool_focus(text_tokens: torch.Tensor, text_focus: torch.Tensor) -> torch.Tensor:
+    """The mean of each item's focus tokens (a mention's own, an entity's name) [n, W]."""
+    focus = text_focus.to(text_tokens.dtype).unsqueeze(-1)
+    return (text_tokens * focus).sum(1) / focus.sum(1).clamp(min=1.0)
+
+
 def require_text_width(expected: int, width: int) -> None:
     """Fail with a fix when a text tower's vectors have ``width`` values, not ``expected``
     (the ``text_width`` of an encoder that takes its text features from a text tower)."""

@@ -4,7 +4,7 @@ from typing import Optional, Sequence
 
 from torch import nn
 
-from .encoder import CLIPEncoder, EncoderOutput, require_text_width
+from .encoder import CLIPEncoder, EncoderOutput, pool_focus, require_text_width
 
 
 class CLIPVisionEncoder(CLIPEncoder):
@@ -51,7 +51,6 @@ class CLIPVisionEncoder(CLIPEncoder):
 
     def forward(self, text_tokens, text_mask, text_focus, pixel_values, has_image) -> EncoderOutput:
         self._require_loaded()
-        focus = text_focus.to(text_tokens.dtype).unsqueeze(-1)
-        pooled = (text_tokens * focus).sum(1) / focus.sum(1).clamp(min=1.0)
+        pooled = pool_focus(text_tokens, text_focus)
         text_global = nn.functional.normalize(self.text_projection(pooled), dim=-1)
         return self.with_images(text_global, text_tokens, text_mask.bool(), pixel_values, has_image)

@@ -21,7 +21,7 @@ from torch import nn
 from ..augment import ImageJitter, JitterGroups
 from ..encoder import EncoderOutput
 from .image_side import ImageSide, joint_projection
-from .store import FeatureStore, content_key
+from .store import content_key
 from .text import HFTextTower
 from .vision import VisionTower
 
@@ -51,19 +51,10 @@ class TowerEncoder(ImageSide, nn.Module):
                 "TowerEncoder: projection_dim and jitter_views must be positive, got "
                 f"{projection_dim} and {jitter_views}."
             )
-        self.vision = vision
+        self._init_image_side(vision, projection_dim, jitter_views)
         self.text = text
-        self.projection_dim = projection_dim
-        self.jitter_views = jitter_views
         self.text_width = text.width
-        self.vision_width = vision.width
         self.text_projection = joint_projection(text.pooled_width, projection_dim)
-        self.image_projection = joint_projection(vision.pooled_width, projection_dim)
-        self.stores: Dict[str, FeatureStore] = {}
-        self.store_root = None
-        self._n_tokens: Optional[int] = None
-        # Loaded weights (a saved pipeline's) change what the frozen parts compute.
-        self.register_load_state_dict_post_hook(lambda module, _: module._weights_changed())
 
     @property
     def name(self) -> str:

@@ -30,6 +30,19 @@ from .views import ImageView, choose_views, every_view, jitter_views, view_key
 class ImageSide:
     """The vision tower's half of a tower encoder (a mixin of an ``nn.Module``)."""
 
+    def _init_image_side(self, vision, projection_dim: int, jitter_views: int) -> None:
+        """Set the image half up (after ``nn.Module.__init__``)."""
+        self.vision = vision
+        self.projection_dim = projection_dim
+        self.jitter_views = jitter_views
+        self.vision_width = vision.width
+        self.image_projection = joint_projection(vision.pooled_width, projection_dim)
+        self.stores: Dict[str, FeatureStore] = {}
+        self.store_root = None
+        self._n_tokens: Optional[int] = None
+        # Loaded weights (a saved pipeline's) change what the frozen parts compute.
+        self.register_load_state_dict_post_hook(lambda module, _: module._weights_changed())
+
     @property
     def image_processor(self):
         return self.vision.image_processor

@@ -16,9 +16,8 @@ import torch
 from torch import nn
 
 from ..augment import ImageJitter, JitterGroups
-from ..encoder import EncoderOutput, require_text_width
+from ..encoder import EncoderOutput, pool_focus, require_text_width
 from .image_side import ImageSide, joint_projection
-from .store import FeatureStore
 from .vision import VisionTower
 
 
@@ -47,17 +46,9 @@ class TowerVisionEncoder(ImageSide, nn.Module):
                 "TowerVisionEncoder: text_width, projection_dim and jitter_views must be "
                 f"positive, got {text_width}, {projection_dim} and {jitter_views}."
             )
-        self.vision = vision
+        self._init_image_side(vision, projection_dim, jitter_views)
         self.text_width = text_width
-        self.projection_dim = projection_dim
-        self.jitter_views = jitter_views
-        self.vision_width = vision.width
         self.text_projection = joint_projection(text_width, projection_dim)
-        self.image_projection = joint_projection(vision.pooled_width, projection_dim)
-        self.stores: Dict[str, FeatureStore] = {}
-        self.store_root = None
-        self._n_tokens: Optional[int] = None
-        self.register_load_state_dict_post_hook(lambda module, _: module._weights_changed())
 
     @property
     def name(self) -> str:
@@ -154,8 +145,7 @@ class TowerVisionEncoder(ImageSide, nn.Module):
         image_pooled: Optional[torch.Tensor] = None,
     ) -> EncoderOutput:
         self._require_loaded()
-        focus = text_focus.to(text_tokens.dtype).unsqueeze(-1)
-        pooled = (text_tokens * focus).sum(1) / focus.sum(1).clamp(min=1.0)
+        pooled = pool_focus(text_tokens, text_focus)
         text_global = nn.functional.normalize(self.text_projection(pooled), dim=-1)
         return self.with_image_side(
             text_global,
