@@ -50,6 +50,12 @@ def pictures(n, seed=0):
     return [Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=numpy.uint8)) for _ in range(n)]
 
 
+def links(nlp, examples):
+    """Per example doc, each entity's KB ID and candidates as ``nlp`` links them."""
+    docs = [unlabeled(nlp, eg) for eg in examples]
+    return [[(e.kb_id_, e._.m3el_candidates) for e in doc.ents] for doc in nlp.pipe(docs)]
+
+
 def run(encoder, features):
     return encoder(**{key: torch.from_numpy(value) for key, value in features.items()})
 
@@ -252,12 +258,9 @@ def test_frozen_pipeline_saves_and_reloads_offline_and_links_identically(
     frozen_pipeline, tmp_path, no_network
 ):
     nlp, examples, _, _ = frozen_pipeline
-    docs = [unlabeled(nlp, eg) for eg in examples]
-    expected = [[(e.kb_id_, e._.m3el_candidates) for e in doc.ents] for doc in nlp.pipe(docs)]
+    expected = links(nlp, examples)
     nlp.to_disk(tmp_path / "pipeline")
-    loaded = spacy.load(tmp_path / "pipeline")
-    docs = [unlabeled(loaded, eg) for eg in examples]
-    got = [[(e.kb_id_, e._.m3el_candidates) for e in doc.ents] for doc in loaded.pipe(docs)]
+    got = links(spacy.load(tmp_path / "pipeline"), examples)
     assert [[k for k, _ in d] for d in got] == [[k for k, _ in d] for d in expected]
     for doc_got, doc_expected in zip(got, expected):
         for (_, a), (_, b) in zip(doc_got, doc_expected):
@@ -337,12 +340,9 @@ def test_vision_tower_pipeline_saves_and_reloads_and_links_identically(
     transformer_tower_pipeline, tmp_path, no_network
 ):
     nlp, examples, _, _ = transformer_tower_pipeline
-    docs = [unlabeled(nlp, eg) for eg in examples]
-    expected = [[(e.kb_id_, e._.m3el_candidates) for e in doc.ents] for doc in nlp.pipe(docs)]
+    expected = links(nlp, examples)
     nlp.to_disk(tmp_path / "pipeline")
-    loaded = spacy.load(tmp_path / "pipeline")
-    docs = [unlabeled(loaded, eg) for eg in examples]
-    got = [[(e.kb_id_, e._.m3el_candidates) for e in doc.ents] for doc in loaded.pipe(docs)]
+    got = links(spacy.load(tmp_path / "pipeline"), examples)
     for doc_got, doc_expected in zip(got, expected):
         for (kb_a, a), (kb_b, b) in zip(doc_got, doc_expected):
             assert kb_a == kb_b and [k for k, _ in a] == [k for k, _ in b]
